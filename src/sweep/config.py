@@ -1,0 +1,267 @@
+"""The one config schema: dataclasses registered in Hydra's ConfigStore.
+
+Values live in conf/*.yaml; these classes give them types and check them. Type errors
+(`tokens=abc`) fail when Hydra composes; range and cross-field checks run in
+`__post_init__`, which `OmegaConf.to_object` triggers at job start (see `validate`),
+before any model is built.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING, DictConfig, OmegaConf
+
+ASSETS_DIR = Path(__file__).parent / "assets"
+
+MODEL_ARCHS = (
+    "tiny",
+    "Gemma3_270M",
+    "Gemma3_1B",
+    "Gemma3_4B",
+    "Gemma3_12B",
+    "Gemma3_27B",
+    "Gemma4_E2B",
+    "Gemma4_E4B",
+)
+DTYPES = ("bfloat16", "float32")
+ENGINES = ("fused", "sampler", "stream")
+MODES = ("text", "image")
+PLATFORMS = ("cpu", "gpu", "tpu")
+QUANTS = ("none", "int8", "int4")
+WANDB_MODES = ("auto", "online", "offline", "disabled")
+
+
+class ConfigError(ValueError):
+    """A config value is wrong. The message names the key, the value and what is allowed."""
+
+    def __init__(self, key: str, value: Any, allowed: str):
+        self.key, self.value, self.allowed = key, value, allowed
+        super().__init__(f"invalid config: {key}={value!r}: {allowed}")
+
+
+def _check_choice(key: str, value: Any, allowed: tuple[str, ...]) -> None:
+    if value not in allowed:
+        raise ConfigError(key, value, f"must be one of {', '.join(allowed)}")
+
+
+def _check_min(key: str, value: int | float | None, minimum: int | float) -> None:
+    if value is not None and value < minimum:
+        raise ConfigError(key, value, f"must be >= {minimum}")
+
+
+@dataclass
+class ModelConfig:
+    name: str = MISSING
+    # "tiny" = the embedded random-init model; otherwise a gemma.gm.nn class name.
+    arch: str = MISSING
+    # Local orbax checkpoint dir; null = random init from `seed` (same timing, noise outputs).
+    checkpoint: str | None = None
+    # Local sentencepiece file; null = the Gemma-3-compatible tokenizer built locally.
+    tokenizer: str | None = None
+    dtype: str = "bfloat16"
+    text_only: bool = False
+
+    def __post_init__(self) -> None:
+        _check_choice("model.arch", self.arch, MODEL_ARCHS)
+        _check_choice("model.dtype", self.dtype, DTYPES)
+
+
+@dataclass
+class MeshConfig:
+    shape: list[int] = field(default_factory=lambda: [1])
+    axes: list[str] = field(default_factory=lambda: ["data"])
+
+
+@dataclass
+class TopologyConfig:
+    name: str = MISSING
+    platform: str = "cpu"
+    # Substring of jax's `device_kind` the devices must show; null = any.
+    device_kind: str | None = None
+    num_devices: int = 1
+    num_hosts: int = 1
+    mesh: MeshConfig = field(default_factory=MeshConfig)
+    # Per-chip peaks for MBU/MFU and the fit check; null = unknown (cpu: probed at run time).
+    peak_hbm_bytes_per_s: float | None = None
+    peak_bf16_flops: float | None = None
+    hbm_bytes: float | None = None
+
+    def __post_init__(self) -> None:
+        _check_choice("topology.platform", self.platform, PLATFORMS)
+        _check_min("topology.num_devices", self.num_devices, 1)
+        _check_min("topology.num_hosts", self.num_hosts, 1)
+        for key in ("peak_hbm_bytes_per_s", "peak_bf16_flops", "hbm_bytes"):
+            _check_min(f"topology.{key}", getattr(self, key), 1)
+        if len(self.mesh.shape) != len(self.mesh.axes):
+            raise ConfigError(
+                "topology.mesh",
+                {"shape": self.mesh.shape, "axes": self.mesh.axes},
+                "shape and axes must have the same length",
+            )
+        size = 1
+        for n in self.mesh.shape:
+            size *= n
+        if size != self.num_devices:
+            raise ConfigError(
+                "topology.mesh.shape",
+                self.mesh.shape,
+                f"its product must equal topology.num_devices={self.num_devices}",
+            )
+
+
+@dataclass
+class ModeConfig:
+    name: str = MISSING
+    # The seed table's Mode column ("Text-Only", "With Image").
+    label: str = MISSING
+    # The user turn; for image mode it must contain <start_of_image> where the image goes.
+    prompt: str = MISSING
+    image: str | None = None
+
+    def __post_init__(self) -> None:
+        _check_choice("mode.name", self.name, MODES)
+        if self.name == "image":
+            if not self.image:
+                raise ConfigError("mode.image", self.image, "image mode needs an image path")
+            if "<start_of_image>" not in self.prompt:
+                raise ConfigError(
+                    "mode.prompt", self.prompt, "image mode needs <start_of_image> in the prompt"
+                )
+
+
+@dataclass
+class EngineConfig:
+    name: str = MISSING
+    # KV cache length (static: one compile serves every token count that fits).
+    cache_length: int = 2048
+
+    def __post_init__(self) -> None:
+        _check_choice("engine.name", self.name, ENGINES)
+        _check_min("engine.cache_length", self.cache_length, 16)
+
+
+@dataclass
+class RunsConfig:
+    warmup: int = 1
+    benchmark: int = 10
+    final: int = 1
+
+    def __post_init__(self) -> None:
+        _check_min("runs.warmup", self.warmup, 1)  # the warmup run is where compilation happens
+        _check_min("runs.benchmark", self.benchmark, 1)
+        _check_min("runs.final", self.final, 1)
+
+
+@dataclass
+class WandbConfig:
+    project: str = "gemma-sweep"
+    entity: str | None = None
+    # null = the sweep's id (its output dir name), so a sweep's jobs group together.
+    group: str | None = None
+    tags: list[str] = field(default_factory=list)
+    # auto: WANDB_MODE if set; else online when an API key is configured, else offline.
+    mode: str = "auto"
+    init_timeout: float = 10.0
+    finish_timeout: float = 30.0
+
+    def __post_init__(self) -> None:
+        _check_choice("wandb.mode", self.mode, WANDB_MODES)
+        _check_min("wandb.init_timeout", self.init_timeout, 0.1)
+        _check_min("wandb.finish_timeout", self.finish_timeout, 0.1)
+
+
+@dataclass
+class Config:
+    model: ModelConfig = MISSING
+    topology: TopologyConfig = MISSING
+    mode: ModeConfig = MISSING
+    engine: EngineConfig = MISSING
+    tokens: int = 128  # new tokens generated per request (forced: EOS is not allowed to stop it)
+    batch_size: int = 1
+    runs: RunsConfig = field(default_factory=RunsConfig)
+    seed: int = 0
+    quant: str = "none"
+    # Persistent XLA compilation cache; null disables it.
+    compile_cache_dir: str | None = None
+    wandb: WandbConfig = field(default_factory=WandbConfig)
+    # Merge all records into BENCHMARKS.md when a multirun ends.
+    merge_on_end: bool = True
+
+    def __post_init__(self) -> None:
+        _check_min("tokens", self.tokens, 1)
+        _check_min("batch_size", self.batch_size, 1)
+        _check_choice("quant", self.quant, QUANTS)
+        if self.tokens > self.engine.cache_length:
+            raise ConfigError(
+                "tokens",
+                self.tokens,
+                f"must fit engine.cache_length={self.engine.cache_length} (raise engine.cache_length)",
+            )
+        if self.mode.name == "image" and self.model.text_only:
+            raise ConfigError(
+                "mode", self.mode.name, f"model={self.model.name} is text-only: use mode=text"
+            )
+
+
+def _register() -> None:
+    if not OmegaConf.has_resolver("sweep_asset"):
+        # ${sweep_asset:name} -> absolute path of a file shipped in sweep/assets.
+        OmegaConf.register_new_resolver("sweep_asset", lambda name: str(ASSETS_DIR / name))
+    cs = ConfigStore.instance()
+    cs.store(name="base_config", node=Config)
+
+
+_register()
+
+
+def _unknown_keys(node: DictConfig, schema: type, prefix: str = "") -> list[str]:
+    """Keys in `node` that the schema does not define (Hydra lets `+key=value` add them)."""
+    fields = {f.name: f for f in dataclasses.fields(schema)}
+    unknown = []
+    for key in node:
+        path = f"{prefix}{key}"
+        if key not in fields:
+            unknown.append(path)
+            continue
+        sub_schema = _dataclass_type(fields[key])
+        if sub_schema is not None and isinstance(node[key], DictConfig):
+            unknown += _unknown_keys(node[key], sub_schema, prefix=f"{path}.")
+    return unknown
+
+
+def _dataclass_type(f: dataclasses.Field) -> type | None:
+    hint = f.type if not isinstance(f.type, str) else globals().get(f.type)
+    return hint if dataclasses.is_dataclass(hint) else None
+
+
+def validate(cfg: DictConfig) -> Config:
+    """Typed, checked copy of a composed config (job config, without the `hydra` node).
+
+    Raises ConfigError naming the key, the value and what is allowed.
+    """
+    plain = OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"])
+    unknown = _unknown_keys(plain, Config)
+    if unknown:
+        allowed = ", ".join(f.name for f in dataclasses.fields(Config))
+        raise ConfigError(
+            unknown[0],
+            OmegaConf.select(plain, unknown[0]),
+            f"unknown key (top-level keys: {allowed})",
+        )
+    schema = OmegaConf.structured(Config)
+    try:
+        merged = OmegaConf.merge(schema, plain)
+        return OmegaConf.to_object(merged)
+    except ConfigError:
+        raise
+    except Exception as exc:  # OmegaConf's own validation error: keep its key/value wording
+        cause = exc.__cause__ if isinstance(exc.__cause__, ConfigError) else None
+        if cause is not None:
+            raise cause from None
+        key = getattr(exc, "full_key", None) or "?"
+        raise ConfigError(key, getattr(exc, "value", None), str(exc).splitlines()[0]) from None

@@ -1,0 +1,285 @@
+"""Three ways to generate, one timing contract.
+
+Every engine times a request the same way: the clock starts with the prompt as text and the
+image as pixels on the host, and stops when the tokens are on the host and decoded to text
+(`block_until_ready` / `device_get`). `first_token_s` is when the first generated token is on
+the host; `new_tokens` is the count actually generated (EOS and <end_of_turn> are forbidden so
+that exactly `max_new_tokens` come out, as gemma's Sampler does with `forbidden_tokens`).
+
+- `FusedEngine` (ours): a jitted prefill that returns the first token (honest TTFT) and one
+  jitted decode loop whose step count is a dynamic argument. Static (recompile): model, batch,
+  prompt shape, image shape, cache length. Dynamic: params, tokens, images, step count.
+- `SamplerEngine`: gemma's `gm.text.Sampler`. It exposes no first token, so `first_token_s` is a
+  1-token generate of the same prompt timed in the same run (decode = generate minus prefill).
+- `StreamEngine`: `Sampler.sample(..., stream=True)`, the per-token host loop the seed table
+  was measured with.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import time
+from typing import Protocol
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from sweep.models import LoadedModel
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Request:
+    """One request, prepared on the host. `prompts` are full chat-formatted strings."""
+
+    prompts: tuple[str, ...]
+    images: np.ndarray | None  # uint8 [B, N, H, W, C], or None for text
+    max_new_tokens: int
+
+    @property
+    def batch_size(self) -> int:
+        return len(self.prompts)
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Generation:
+    """What one timed request produced."""
+
+    first_token_s: float
+    total_s: float
+    new_tokens: int  # per sequence, actually generated
+    prompt_tokens: int  # per sequence, including image soft tokens
+    token_ids: np.ndarray  # int32 [B, new_tokens]
+    texts: tuple[str, ...]
+
+
+class Engine(Protocol):
+    name: str
+
+    def generate(self, request: Request) -> Generation: ...
+
+
+def forbidden_token_ids(tokenizer) -> tuple[int, ...]:
+    """The ids gemma's Sampler forbids when told to never stop (ours forbids the same)."""
+    special = tokenizer.special_tokens
+    stop = (special.EOS, special.END_OF_TURN, special.BEGIN_OF_TOOL_RESPONSE)
+    return tuple(int(t) for t in (*stop, *tokenizer.FORBIDDEN_TOKENS))
+
+
+def prompt_tokens_with_images(model: LoadedModel, token_ids: list[int], num_images: int) -> int:
+    return len(token_ids) + (num_images * model.image_soft_tokens() if num_images else 0)
+
+
+def _now() -> float:
+    return time.perf_counter()
+
+
+class FusedEngine:
+    name = "fused"
+
+    def __init__(self, model: LoadedModel, *, cache_length: int):
+        self.model = model
+        self.cache_length = cache_length
+        self._forbidden = jnp.asarray(forbidden_token_ids(model.tokenizer), jnp.int32)
+        self._prefill = jax.jit(functools.partial(_prefill, model.model, cache_length))
+        self._decode = jax.jit(functools.partial(_decode, model.model))
+
+    def generate(self, request: Request) -> Generation:
+        tokenizer = self.model.tokenizer
+        start = _now()
+        ids = [tokenizer.encode(p, add_bos=True) for p in request.prompts]
+        tokens = jnp.asarray(_right_pad(ids))
+        images = None if request.images is None else jnp.asarray(request.images)
+        first, cache, pos = self._prefill(self.model.params, tokens, images, self._forbidden)
+        first_host = np.asarray(jax.device_get(first))
+        first_token_s = _now() - start
+        steps = jnp.int32(request.max_new_tokens - 1)
+        out, done = self._decode(self.model.params, first, cache, pos, steps, self._forbidden)
+        out_host, done_host = jax.device_get((out, done))
+        n = 1 + int(done_host)
+        token_ids = np.concatenate([first_host[:, None], out_host[:, : n - 1]], axis=1)
+        texts = tuple(tokenizer.decode(row.tolist()) for row in token_ids)
+        total_s = _now() - start
+        num_images = 0 if request.images is None else request.images.shape[1]
+        return Generation(
+            first_token_s=first_token_s,
+            total_s=total_s,
+            new_tokens=n,
+            prompt_tokens=prompt_tokens_with_images(self.model, ids[0], num_images),
+            token_ids=token_ids,
+            texts=texts,
+        )
+
+
+def _right_pad(ids: list[list[int]]) -> np.ndarray:
+    if len({len(x) for x in ids}) != 1:
+        raise ValueError("all prompts of a batch must tokenize to the same length")
+    return np.asarray(ids, np.int32)
+
+
+def _greedy(logits, forbidden):
+    logits = logits.at[:, forbidden].set(-jnp.inf)
+    return jnp.argmax(logits, axis=-1).astype(jnp.int32)
+
+
+def _prefill(model, cache_length, params, tokens, images, forbidden):
+    """Prompt (+ images) -> (first token [B], full-size KV cache, next position [B]).
+
+    Runs the prompt against a cache exactly as long as the expanded prompt, so the model builds
+    positions and the causal + bidirectional-image mask itself, then copies K/V into a cache of
+    `cache_length` (static) that the decode loop fills.
+    """
+    batch, length = tokens.shape
+    if images is not None:
+        per_image = model.config.vision_encoder.num_mm_tokens_per_image + 3
+        length += images.shape[1] * per_image
+    dtype = jax.tree.leaves(params)[0].dtype
+    small = model.config.init_cache(batch_size=batch, dtype=dtype, cache_length=length)
+    out = model.apply(
+        {"params": params}, tokens=tokens, images=images, cache=small, return_last_only=True
+    )
+    full = model.config.init_cache(batch_size=batch, dtype=dtype, cache_length=cache_length)
+    cache = {
+        name: dict(
+            k=jax.lax.dynamic_update_slice(full[name]["k"], layer["k"], (0, 0, 0, 0)),
+            v=jax.lax.dynamic_update_slice(full[name]["v"], layer["v"], (0, 0, 0, 0)),
+            positions=jax.lax.dynamic_update_slice(
+                full[name]["positions"], layer["positions"], (0, 0)
+            ),
+            end_index=layer["end_index"],
+        )
+        for name, layer in out.cache.items()
+    }
+    return _greedy(out.logits, forbidden), cache, jnp.full((batch,), length, jnp.int32)
+
+
+def _decode(model, params, first, cache, pos, steps, forbidden):
+    """Generate `steps` (dynamic) more tokens greedily after `first`.
+
+    Returns a [B, cache_length] buffer whose first `steps` columns are the tokens, and the
+    number of steps run. One compiled program serves every token count.
+    """
+    batch = first.shape[0]
+    cache_length = next(iter(cache.values()))["k"].shape[1]
+    out = jnp.zeros((batch, cache_length), jnp.int32)
+
+    def body(i, carry):
+        tok, cache, pos, out = carry
+        mask = (jnp.arange(cache_length)[None, :] <= pos[:, None])[:, None, :]
+        result = model.apply(
+            {"params": params},
+            tokens=tok[:, None],
+            cache=cache,
+            positions=pos[:, None],
+            attention_mask=mask,
+            return_last_only=True,
+        )
+        nxt = _greedy(result.logits, forbidden)
+        out = jax.lax.dynamic_update_slice(out, nxt[:, None], (0, i))
+        return nxt, result.cache, pos + 1, out
+
+    _, _, _, out = jax.lax.fori_loop(0, steps, body, (first, cache, pos, out))
+    return out, steps
+
+
+class _GemmaSamplerBase:
+    def __init__(self, model: LoadedModel, *, cache_length: int):
+        from gemma import gm
+
+        self.model = model
+        # pad_length=None: prefill the prompt as it is, like the fused engine, so the engines
+        # compare like for like (the library default pads prompts to 256 tokens).
+        self.sampler = gm.text.Sampler(
+            model=model.model,
+            params=model.params,
+            tokenizer=model.tokenizer,
+            forbidden_tokens=list(forbidden_token_ids(model.tokenizer)[:3]),
+            cache_length=cache_length,
+            max_out_length=cache_length,
+            pad_length=None,
+        )
+
+    def _images(self, request: Request):
+        return None if request.images is None else request.images
+
+    def _prompt_tokens(self, request: Request) -> int:
+        ids = self.model.tokenizer.encode(request.prompts[0], add_bos=True)
+        num_images = 0 if request.images is None else request.images.shape[1]
+        return prompt_tokens_with_images(self.model, ids, num_images)
+
+    def _sample(self, request: Request, n: int, **kwargs):
+        return self.sampler.sample(
+            list(request.prompts), images=self._images(request), max_new_tokens=n, rng=0, **kwargs
+        )
+
+
+class SamplerEngine(_GemmaSamplerBase):
+    name = "sampler"
+
+    def generate(self, request: Request) -> Generation:
+        start = _now()
+        first = self._sample(request, 1, return_state=True)
+        jax.block_until_ready(first.state.predicted_tokens)
+        first_token_s = _now() - start
+
+        start = _now()
+        result = self._sample(request, request.max_new_tokens, return_state=True)
+        state = result.state
+        n = int(jax.device_get(state.step))
+        token_ids = np.asarray(jax.device_get(state.predicted_tokens))[:, :n]
+        total_s = _now() - start
+        return Generation(
+            first_token_s=first_token_s,
+            total_s=total_s,
+            new_tokens=n,
+            prompt_tokens=self._prompt_tokens(request),
+            token_ids=token_ids,
+            texts=tuple(result.text),
+        )
+
+
+class StreamEngine(_GemmaSamplerBase):
+    name = "stream"
+
+    def generate(self, request: Request) -> Generation:
+        start = _now()
+        first_token_s = None
+        steps = []
+        for out in self._sample(request, request.max_new_tokens, stream=True, return_state=True):
+            if first_token_s is None:
+                first_token_s = _now() - start
+            steps.append(out)
+        total_s = _now() - start
+        if not steps:
+            raise RuntimeError("stream engine generated no token")
+        n = len(steps)
+        state = steps[-1].state
+        token_ids = np.asarray(jax.device_get(state.predicted_tokens))[:, :n]
+        texts = tuple(self.model.tokenizer.decode(row.tolist()) for row in token_ids)
+        return Generation(
+            first_token_s=first_token_s,
+            total_s=total_s,
+            new_tokens=n,
+            prompt_tokens=self._prompt_tokens(request),
+            token_ids=token_ids,
+            texts=texts,
+        )
+
+
+ENGINES = {"fused": FusedEngine, "sampler": SamplerEngine, "stream": StreamEngine}
+
+_ENGINE_CACHE: dict[tuple, Engine] = {}
+
+
+def get_engine(name: str, model: LoadedModel, *, cache_length: int) -> tuple[Engine, bool]:
+    """The engine for (name, model, cache_length), and whether it was reused in this process.
+
+    Reusing the engine reuses its jitted programs: a sweep over `tokens` compiles once.
+    """
+    key = (name, id(model), cache_length)
+    if key in _ENGINE_CACHE and _ENGINE_CACHE[key].model is model:
+        return _ENGINE_CACHE[key], True
+    engine = ENGINES[name](model, cache_length=cache_length)
+    _ENGINE_CACHE[key] = engine
+    return engine, False

@@ -1,0 +1,137 @@
+"""Checks and preparation that run before any device work: inputs, devices, request, costs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import jax
+import numpy as np
+
+from sweep.config import Config, ConfigError, TopologyConfig
+from sweep.metrics import CostModel
+
+CHAT_TEMPLATE = "<start_of_turn>user\n{prompt}<end_of_turn>\n<start_of_turn>model\n"
+
+
+def load_image(path: str | None) -> np.ndarray:
+    """The image as uint8 [H, W, 3]; ConfigError naming `mode.image` when it cannot be used."""
+    from PIL import Image, UnidentifiedImageError
+
+    if not path:
+        raise ConfigError("mode.image", path, "image mode needs an image file")
+    p = Path(path).expanduser()
+    if not p.exists():
+        raise ConfigError("mode.image", path, "file not found")
+    if not p.is_file():
+        raise ConfigError("mode.image", path, "not a file (a directory?)")
+    if p.stat().st_size == 0:
+        raise ConfigError("mode.image", path, "empty file (0 bytes)")
+    try:
+        with Image.open(p) as img:
+            img.load()  # decodes every byte: truncated files fail here, not on the device
+            rgb = img.convert("RGB")
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        raise ConfigError("mode.image", path, f"not a readable image ({exc})") from None
+    return np.asarray(rgb, dtype=np.uint8)
+
+
+def topology_mismatch(topology: TopologyConfig, env: dict[str, Any]) -> str | None:
+    """Why these devices cannot be this topology, or None when they can."""
+    backend = env["backend"]
+    if topology.platform != backend:
+        return (
+            f"topology={topology.name} expects platform {topology.platform}, "
+            f"but JAX's backend here is {backend}"
+        )
+    if topology.device_kind and topology.device_kind not in env["device_kind"]:
+        return (
+            f"topology={topology.name} expects device kind {topology.device_kind!r}, "
+            f"found {env['device_kind']!r}"
+        )
+    if topology.num_devices > env["device_count"]:
+        return (
+            f"topology={topology.name} needs {topology.num_devices} devices, "
+            f"found {env['device_count']}"
+        )
+    if topology.num_hosts != env["hosts"]:
+        return f"topology={topology.name} needs {topology.num_hosts} hosts, found {env['hosts']}"
+    return None
+
+
+def build_request(config: Config, model, image: np.ndarray | None):
+    """The request every phase sends. Checks it fits the KV cache before any compile."""
+    from sweep.engine import Request, prompt_tokens_with_images
+
+    prompt = CHAT_TEMPLATE.format(prompt=config.mode.prompt)
+    images = None
+    if config.mode.name == "image":
+        if not model.has_vision:
+            raise ConfigError("mode", "image", f"model={config.model.name} has no vision encoder")
+        images = np.broadcast_to(image, (config.batch_size, 1, *image.shape)).copy()
+    ids = model.tokenizer.encode(prompt, add_bos=True)
+    num_images = 0 if images is None else images.shape[1]
+    prompt_tokens = prompt_tokens_with_images(model, ids, num_images)
+    needed = prompt_tokens + config.tokens
+    if needed > config.engine.cache_length:
+        raise ConfigError(
+            "tokens",
+            config.tokens,
+            f"prompt ({prompt_tokens} tokens) + tokens needs {needed} cache positions, more than "
+            f"engine.cache_length={config.engine.cache_length}: lower tokens or raise "
+            "engine.cache_length",
+        )
+    return Request(
+        prompts=(prompt,) * config.batch_size, images=images, max_new_tokens=config.tokens
+    )
+
+
+def cost_model(model, topology: TopologyConfig, env: dict[str, Any]) -> CostModel:
+    """Bytes and FLOPs per request for MBU/MFU, with the topology's (or probed) peaks."""
+    from sweep.env import probe_read_bandwidth
+
+    params = model.params
+    vision_bytes = sum(
+        x.size * x.dtype.itemsize for x in jax.tree.leaves(params.get("vision_encoder", {}))
+    )
+    embed = params["embedder"]["input_embedding"]
+    decoder_params = model.num_params - model.image_encoder_params()
+    matmul_params = decoder_params - embed.size  # the embedding is a lookup in prefill
+
+    dtype = jax.tree.leaves(params)[0].dtype
+    cache = jax.eval_shape(
+        lambda: model.config.init_cache(batch_size=1, dtype=dtype, cache_length=1)
+    )
+    types = getattr(model.config, "attention_types", None) or ()
+    window = getattr(model.config, "sliding_window_size", None)
+    kv_global = kv_local = 0
+    for i, (_, layer) in enumerate(sorted(cache.items(), key=lambda kv: _layer_index(kv[0]))):
+        per_pos = sum(layer[k].size * layer[k].dtype.itemsize for k in ("k", "v"))
+        is_local = i < len(types) and "LOCAL" in str(types[i]).upper()
+        if is_local and window:
+            kv_local += per_pos
+        else:
+            kv_global += per_pos
+
+    if topology.platform == "cpu":
+        peak_bytes = probe_read_bandwidth()
+        peak_flops = topology.peak_bf16_flops
+        env["cpu_read_bytes_per_s"] = peak_bytes
+    else:
+        chips = topology.num_devices
+        peak_bytes = topology.peak_hbm_bytes_per_s and topology.peak_hbm_bytes_per_s * chips
+        peak_flops = topology.peak_bf16_flops and topology.peak_bf16_flops * chips
+    return CostModel(
+        decode_weight_bytes=model.param_bytes - vision_bytes,
+        kv_bytes_per_position_global=kv_global,
+        kv_bytes_per_position_local=kv_local,
+        sliding_window=window,
+        prefill_flops_per_token=2 * matmul_params,
+        peak_bytes_per_s=peak_bytes,
+        peak_flops=peak_flops,
+    )
+
+
+def _layer_index(name: str) -> int:
+    digits = "".join(c for c in name if c.isdigit())
+    return int(digits) if digits else 0

@@ -1,0 +1,93 @@
+"""A Gemma-3-compatible sentencepiece tokenizer, trained locally and deterministically.
+
+Real Gemma tokenizers live at gs:// paths, unreachable here. This one has Gemma 3's special
+ids (PAD 0, EOS 1, BOS 2, UNK 3, <start_of_turn> 105, <end_of_turn> 106) and is padded to
+Gemma 3's 262144 pieces so that the hard-coded image ids 255999/256000 exist. It is built
+once (well under a second) and cached by content version; nothing is downloaded.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import random
+import tempfile
+from pathlib import Path
+
+# Bump when the training recipe changes: it names the cached file.
+TOKENIZER_VERSION = 1
+VOCAB_SIZE = 262144
+_TRAINED_PIECES = 512
+_SPECIAL_IDS = {255999: "<start_of_image>", 256000: "<end_of_image>"}
+_WORDS = (
+    "the a model token image text benchmark warmup final phase jax tpu gemma fast slow cat "
+    "dog house tree river blue red green one two three four five hello world describe this "
+    "picture please write story about short who learns language models"
+).split()
+
+
+def cache_dir() -> Path:
+    root = os.environ.get("SWEEP_CACHE_DIR") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "gemma-sweep"
+    )
+    return Path(root)
+
+
+def local_tokenizer_path() -> Path:
+    """Path of the local tokenizer, built on first use. Safe under concurrent jobs."""
+    path = cache_dir() / "tokenizer" / f"gemma3_local_v{TOKENIZER_VERSION}.model"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        data = build_tokenizer_bytes()
+        fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    return path
+
+
+def build_tokenizer_bytes() -> bytes:
+    """Serialized sentencepiece model; the same bytes on every call and machine."""
+    import sentencepiece as spm
+    from sentencepiece import sentencepiece_model_pb2 as pb2
+
+    rng = random.Random(0)
+    sentences = [
+        " ".join(rng.choice(_WORDS) for _ in range(rng.randint(5, 20))) for _ in range(5000)
+    ]
+    user_symbols = (
+        ["<mask>", "[multimodal]"]
+        + [f"<unused{i}>" for i in range(99)]
+        + ["<start_of_turn>", "<end_of_turn>"]
+    )
+    buf = io.BytesIO()
+    spm.SentencePieceTrainer.train(
+        sentence_iterator=iter(sentences),
+        model_writer=buf,
+        vocab_size=_TRAINED_PIECES,
+        model_type="bpe",
+        character_coverage=1.0,
+        byte_fallback=True,
+        num_threads=1,
+        pad_id=0,
+        eos_id=1,
+        bos_id=2,
+        unk_id=3,
+        pad_piece="<pad>",
+        eos_piece="<eos>",
+        bos_piece="<bos>",
+        unk_piece="<unk>",
+        user_defined_symbols=user_symbols,
+        minloglevel=2,
+    )
+    proto = pb2.ModelProto()
+    proto.ParseFromString(buf.getvalue())
+    piece_type = pb2.ModelProto.SentencePiece
+    for i in range(len(proto.pieces), VOCAB_SIZE):
+        piece = proto.pieces.add()
+        piece.piece = _SPECIAL_IDS.get(i, f"<pad_unused{i}>")
+        piece.score = 0.0
+        piece.type = piece_type.USER_DEFINED if i in _SPECIAL_IDS else piece_type.UNUSED
+    return proto.SerializeToString()
