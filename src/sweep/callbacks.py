@@ -18,7 +18,7 @@ from sweep.record import RECORD_NAME, RecordError, read_record
 
 log = logging.getLogger("sweep")
 
-# (job label, status, record path) for the last multirun of this process; read by run.main.
+# (job label, status, error summary) for the last multirun of this process; read by run.main.
 SWEEP_RESULTS: list[tuple[str, str, str]] = []
 
 
@@ -28,10 +28,12 @@ def collect_statuses(sweep_dir: Path) -> list[tuple[str, str, str]]:
         try:
             record = read_record(path)
         except RecordError as exc:
-            results.append((str(path.parent), f"unreadable record ({exc})", str(path)))
+            results.append((str(path.parent), "unreadable record", str(exc)))
             continue
         label = " ".join(record.get("sweep", {}).get("overrides") or []) or path.parent.name
-        results.append((label, record["status"], str(path)))
+        err = record.get("error") or {}
+        detail = f"{err.get('type', '')}: {err.get('message', '')}" if err else ""
+        results.append((label, record["status"], detail))
     return results
 
 

@@ -200,7 +200,8 @@ class Config:
             raise ConfigError(
                 "tokens",
                 self.tokens,
-                f"must fit engine.cache_length={self.engine.cache_length} (raise engine.cache_length)",
+                f"must fit engine.cache_length={self.engine.cache_length} "
+                "(raise engine.cache_length)",
             )
         if self.mode.name == "image" and self.model.text_only:
             raise ConfigError(

@@ -25,7 +25,7 @@ from sweep.record import PHASES, RECORD_NAME, SCHEMA_VERSION, error_block, run_k
 log = logging.getLogger("sweep")
 CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
 
-# (job label, status, record path) of every job this process ran; read by `main`.
+# (job label, status, error summary) of every job this process ran; read by `main`.
 JOB_RESULTS: list[tuple[str, str, str]] = []
 
 
@@ -120,8 +120,8 @@ def run_job(cfg: DictConfig, job_dir: str | Path | None = None) -> dict[str, Any
     record["wall_s"] = time.perf_counter() - started
     if tracker is not None:
         record["wandb"] = tracker.finish(record)
-    path = write_record(job_dir / RECORD_NAME, record)
-    JOB_RESULTS.append((label, record["status"], str(path)))
+    write_record(job_dir / RECORD_NAME, record)
+    JOB_RESULTS.append((label, record["status"], _error_summary(record)))
     log.info("[job %s] %s", ctx["job_num"], _headline(record))
     if interrupted is not None:
         raise interrupted
@@ -182,10 +182,14 @@ def _run(config: Config, record: dict[str, Any], ctx: dict[str, Any]):
     return tracker
 
 
+def _error_summary(record: dict[str, Any]) -> str:
+    err = record.get("error") or {}
+    return f"{err.get('type', '')}: {err.get('message', '')}" if err else ""
+
+
 def _headline(record: dict[str, Any]) -> str:
     if record["status"] != "ok":
-        err = record["error"] or {}
-        return f"{record['status']}: {err.get('type', '')}: {err.get('message', '')}"
+        return f"{record['status']}: {_error_summary(record)}"
     bench = record["phases"]["benchmark"]["summary"]
     warm = record["phases"]["warmup"]
     return (
@@ -208,11 +212,11 @@ def main() -> int:
     JOB_RESULTS.clear()
     _hydra_main()
     results = callbacks.SWEEP_RESULTS or JOB_RESULTS
-    failed = [(label, status) for label, status, _ in results if status != "ok"]
+    failed = [r for r in results if r[1] != "ok"]
     if failed:
         print(f"{len(failed)} of {len(results)} job(s) did not end ok:", file=sys.stderr)
-        for label, status in failed:
-            print(f"  {status}: {label}", file=sys.stderr)
+        for label, status, detail in failed:
+            print(f"  {status}: {label}" + (f" ({detail})" if detail else ""), file=sys.stderr)
         return 1
     return 0
 

@@ -1,0 +1,42 @@
+# Two commands do all set-up on a fresh machine:
+#   make sweep   - create .venv (Python >= 3.12), install pinned deps, run the default sweep,
+#                  merge every record into BENCHMARKS.md
+#   make test    - same set-up, then the fast test suite (make test-slow: the long tests)
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+SWEEP  ?= tokens=128,256,512,1024 mode=text,image
+
+.PHONY: sweep test test-slow lint merge install clean
+
+install: $(STAMP)
+
+# Reinstall whenever the pinned dependencies change.
+$(STAMP): pyproject.toml
+	@python=$$(sh tools/find_python.sh) || exit 1; \
+	if [ ! -x $(PY) ] || ! $(PY) -c 'import sys; sys.exit(sys.version_info < (3, 12))'; then \
+		echo "creating $(VENV) with $$python"; rm -rf $(VENV); "$$python" -m venv $(VENV) || exit 1; \
+	fi
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	@touch $@
+
+# Exit status is the sweep's (non-zero when any job failed), after merging what did finish.
+sweep: $(STAMP)
+	$(PY) -m sweep.run -m $(SWEEP); status=$$?; \
+	$(PY) tools/merge_benchmarks.py || status=1; exit $$status
+
+merge: $(STAMP)
+	$(PY) tools/merge_benchmarks.py
+
+test: $(STAMP)
+	$(PY) -m pytest
+
+test-slow: $(STAMP)
+	$(PY) -m pytest -m slow
+
+lint: $(STAMP)
+	$(PY) -m ruff check . && $(PY) -m ruff format --check .
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -1,0 +1,64 @@
+"""The three engines on the embedded model: same greedy tokens, exact counts, no recompiles."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from sweep.config import ModelConfig
+from sweep.engine import FusedEngine, Request, SamplerEngine, StreamEngine
+from sweep.phases import compile_monitor
+from sweep.preflight import CHAT_TEMPLATE, load_image
+
+CACHE = 256
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    from sweep.models import load_model
+
+    model, _ = load_model(ModelConfig(name="tiny", arch="tiny"), seed=0)
+    return model
+
+
+def request(mode: str, tokens: int) -> Request:
+    from sweep.config import ASSETS_DIR
+
+    if mode == "image":
+        prompt = CHAT_TEMPLATE.format(prompt="Describe this picture: <start_of_image>")
+        image = load_image(str(ASSETS_DIR / "default_image.png"))
+        return Request(prompts=(prompt,), images=image[None, None], max_new_tokens=tokens)
+    prompt = CHAT_TEMPLATE.format(prompt="Write a short story about a cat.")
+    return Request(prompts=(prompt,), images=None, max_new_tokens=tokens)
+
+
+@pytest.mark.parametrize("mode", ["text", "image"])
+def test_fused_sampler_and_stream_agree_token_for_token(tiny, mode):
+    req = request(mode, 12)
+    outs = {
+        E.name: E(tiny, cache_length=CACHE).generate(req)
+        for E in (FusedEngine, SamplerEngine, StreamEngine)
+    }
+    for name, gen in outs.items():
+        assert gen.new_tokens == 12, name
+        assert gen.token_ids.shape == (1, 12), name
+        assert gen.total_s > gen.first_token_s > 0, name
+    np.testing.assert_array_equal(outs["fused"].token_ids, outs["sampler"].token_ids)
+    np.testing.assert_array_equal(outs["fused"].token_ids, outs["stream"].token_ids)
+    assert len({g.prompt_tokens for g in outs.values()}) == 1
+
+
+def test_fused_serves_every_token_count_without_recompiling(tiny):
+    engine = FusedEngine(tiny, cache_length=CACHE)
+    engine.generate(request("text", 4))  # compiles prefill + decode
+    with compile_monitor.watch() as stats:
+        counts = [engine.generate(request("text", n)).new_tokens for n in (1, 7, 30, 100)]
+    assert counts == [1, 7, 30, 100]
+    assert stats.compiles == 0
+
+
+def test_greedy_prefix_is_stable_across_lengths(tiny):
+    engine = FusedEngine(tiny, cache_length=CACHE)
+    short = engine.generate(request("text", 5)).token_ids
+    long = engine.generate(request("text", 20)).token_ids
+    np.testing.assert_array_equal(short, long[:, :5])

@@ -1,0 +1,135 @@
+"""Metric arithmetic, statistics and the record's file contract."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+
+from sweep.metrics import CostModel, MetricError, describe, run_metrics, summarize
+from sweep.record import RecordError, read_record, write_record
+
+
+def test_run_metrics_follow_the_definitions():
+    run = run_metrics(total_s=2.0, first_token_s=0.5, new_tokens=31, prompt_tokens=20, batch_size=1)
+    assert run["post_first_s"] == pytest.approx(1.5)
+    assert run["total_s"] == pytest.approx(run["first_token_s"] + run["post_first_s"])
+    assert run["tokens_per_s"] == pytest.approx(31 / 2.0)
+    assert run["decode_tokens_per_s"] == pytest.approx(30 / 1.5)
+    assert run["pre_first_tokens_per_s"] == pytest.approx(1 / 0.5)
+    assert run["prefill_tokens_per_s"] == pytest.approx(20 / 0.5)
+
+
+def test_batched_figures_count_every_sequence():
+    run = run_metrics(total_s=2.0, first_token_s=0.5, new_tokens=31, prompt_tokens=20, batch_size=4)
+    assert run["tokens_per_s"] == pytest.approx(4 * 31 / 2.0)
+    assert run["decode_tokens_per_s"] == pytest.approx(4 * 30 / 1.5)
+    assert run["decode_tokens_per_s_per_seq"] == pytest.approx(30 / 1.5)
+    assert run["prefill_tokens_per_s"] == pytest.approx(4 * 20 / 0.5)
+
+
+def test_one_token_has_no_decode_rate_rather_than_a_nan():
+    run = run_metrics(total_s=0.5, first_token_s=0.5, new_tokens=1, prompt_tokens=5, batch_size=1)
+    assert run["decode_tokens_per_s"] is None
+    json.dumps(run, allow_nan=False)
+
+
+def cost(**kw):
+    base = dict(
+        decode_weight_bytes=1_000_000,
+        kv_bytes_per_position_global=100,
+        kv_bytes_per_position_local=100,
+        sliding_window=8,
+        prefill_flops_per_token=2_000_000,
+        peak_bytes_per_s=1e9,
+        peak_flops=1e12,
+    )
+    return CostModel(**base | kw)
+
+
+def test_mbu_counts_weights_and_the_kv_actually_attended():
+    run = run_metrics(
+        total_s=1.1, first_token_s=0.1, new_tokens=11, prompt_tokens=10, batch_size=1, cost=cost()
+    )
+    steps = 10
+    mean_positions = 10 + (steps + 1) / 2  # 15.5; local layers capped at the window (8)
+    bytes_per_step = 1_000_000 + 100 * mean_positions + 100 * 8
+    assert run["mbu"] == pytest.approx(bytes_per_step * steps / 1.0 / 1e9)
+    assert run["mfu"] == pytest.approx(2_000_000 * 10 / 0.1 / 1e12)
+
+
+def test_mbu_above_one_is_a_counting_bug():
+    with pytest.raises(MetricError, match="mbu"):
+        run_metrics(
+            total_s=0.002,
+            first_token_s=0.001,
+            new_tokens=11,
+            prompt_tokens=1,
+            batch_size=1,
+            cost=cost(),
+        )
+
+
+def test_unknown_peaks_give_no_mbu():
+    run = run_metrics(
+        total_s=1,
+        first_token_s=0.1,
+        new_tokens=5,
+        prompt_tokens=3,
+        batch_size=1,
+        cost=cost(peak_bytes_per_s=None, peak_flops=None),
+    )
+    assert run["mbu"] is None and run["mfu"] is None
+
+
+def test_describe_matches_numpy():
+    rng = np.random.default_rng(0)
+    xs = list(rng.random(37))
+    stats = describe(xs)
+    assert stats["mean"] == pytest.approx(np.mean(xs))
+    assert stats["median"] == pytest.approx(np.median(xs))
+    assert stats["p90"] == pytest.approx(np.percentile(xs, 90))
+    assert stats["p99"] == pytest.approx(np.percentile(xs, 99))
+    assert stats["stdev"] == pytest.approx(np.std(xs, ddof=1))
+    assert (stats["min"], stats["max"]) == (min(xs), max(xs))
+    assert describe([None, None]) is None
+
+
+def test_summarize_keeps_counts():
+    runs = [
+        run_metrics(total_s=t, first_token_s=0.1, new_tokens=8, prompt_tokens=4, batch_size=1)
+        for t in (1.0, 2.0, 3.0)
+    ]
+    summary = summarize(runs)
+    assert summary["runs"] == 3
+    assert summary["total_s"]["median"] == 2.0
+
+
+def test_records_are_written_atomically_and_reject_nan(tmp_path):
+    path = tmp_path / "metrics.json"
+    good = {"schema_version": 1, "value": 1.5}
+    write_record(path, good)
+    with pytest.raises(ValueError):
+        write_record(path, {"schema_version": 1, "value": math.nan})
+    assert json.loads(path.read_text()) == good  # the old record survives
+    assert [p.name for p in tmp_path.iterdir()] == ["metrics.json"]  # no temp file left
+
+
+@pytest.mark.parametrize(
+    ("content", "reason"),
+    [
+        ('{"schema_version": 1, "status": "ok"', "not valid JSON"),
+        ("not json at all", "not valid JSON"),
+        ("", "empty"),
+        ('{"schema_version": 99}', "newer"),
+        ('{"schema_version": 1, "x": NaN}', "not valid JSON"),
+        ('{"schema_version": 1}', "missing keys"),
+    ],
+)
+def test_bad_record_files_say_why(tmp_path, content, reason):
+    path = tmp_path / "metrics.json"
+    path.write_text(content)
+    with pytest.raises(RecordError, match=reason):
+        read_record(path)

@@ -1,0 +1,76 @@
+"""A real `-m` sweep into a temporary sweep dir: records, phases, honest counts."""
+
+from __future__ import annotations
+
+import json
+
+from sweep.record import PHASES, REQUIRED_KEYS
+from tests.conftest import records, run_sweep
+
+
+def test_quick_sweep_writes_one_ok_record_per_job(quick_sweep):
+    recs = records(quick_sweep)
+    assert len(recs) == 4
+    seen = {(r["config"]["tokens"], r["choices"]["mode"]) for r in recs}
+    assert seen == {(4, "text"), (8, "text"), (4, "image"), (8, "image")}
+    for r in recs:
+        assert set(REQUIRED_KEYS) <= set(r)
+        assert r["status"] == "ok", r["error"]
+        assert r["choices"]["model"] == "tiny" and r["choices"]["engine"] == "fused"
+        assert [len(r["phases"][p]["runs"]) for p in PHASES] == [1, 2, 1]
+
+
+def test_every_run_generates_exactly_the_requested_tokens(quick_sweep):
+    for r in records(quick_sweep):
+        for phase in PHASES:
+            for run in r["phases"][phase]["runs"]:
+                assert run["new_tokens"] == r["config"]["tokens"]
+                assert run["total_s"] > run["first_token_s"] > 0
+                assert run["total_s"] == run["first_token_s"] + run["post_first_s"]
+
+
+def test_only_warmup_compiles(quick_sweep):
+    for r in records(quick_sweep):
+        assert r["phases"]["benchmark"]["compiles"] == 0
+        assert r["phases"]["final"]["compiles"] == 0
+    first = records(quick_sweep)[0]
+    assert first["phases"]["warmup"]["compiles"] > 0  # the first job compiled its programs
+    assert first["phases"]["warmup"]["compile_s"] > 0
+
+
+def test_prompt_tokens_include_the_image_soft_tokens(quick_sweep):
+    import sentencepiece as spm
+
+    from sweep.preflight import CHAT_TEMPLATE
+    from sweep.tokenizer import local_tokenizer_path
+
+    sp = spm.SentencePieceProcessor(model_file=str(local_tokenizer_path()))
+    for r in records(quick_sweep):
+        text_ids = sp.encode(CHAT_TEMPLATE.format(prompt=r["config"]["mode"]["prompt"]))
+        expected = 1 + len(text_ids)  # + BOS
+        if r["choices"]["mode"] == "image":
+            expected += 4 + 3  # tiny SigLIP: 4 soft tokens + \n\n, <end_of_image>, \n\n
+        assert r["phases"]["benchmark"]["runs"][0]["prompt_tokens"] == expected
+
+
+def test_final_phase_records_text_and_records_hold_no_nan(quick_sweep):
+    for path in quick_sweep.glob("*/metrics.json"):
+        text = path.read_text()
+        json.loads(text, parse_constant=lambda c: (_ for _ in ()).throw(ValueError(c)))
+        record = json.loads(text)
+        assert record["generated_text"]
+
+
+def test_model_is_built_once_per_sweep_process(quick_sweep):
+    reused = [r["model"]["reused"] for r in records(quick_sweep)]
+    assert reused == [False, True, True, True]
+
+
+def test_a_failing_job_is_recorded_and_the_sweep_goes_on(tmp_path):
+    proc = run_sweep(tmp_path, "experiment=quick", "runs.benchmark=1", "tokens=4,0")
+    assert proc.returncode != 0
+    assert "tokens=0" in proc.stderr and "did not end ok" in proc.stderr
+    by_tokens = {r["config"]["tokens"]: r for r in records(tmp_path)}
+    assert by_tokens[4]["status"] == "ok"
+    assert by_tokens[0]["status"] == "failed"
+    assert by_tokens[0]["error"]["type"] == "ConfigError"
