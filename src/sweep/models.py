@@ -54,17 +54,26 @@ class LoadedModel:
         vision = self.params.get("vision_encoder")
         return sum(x.size for x in jax.tree.leaves(vision)) if vision is not None else 0
 
+    def image_encoder_bytes(self) -> int:
+        return tree_bytes(self.params.get("vision_encoder", {}))
+
 
 _CACHE: dict[tuple, LoadedModel] = {}
 
 
-def load_model(cfg: ModelConfig, *, seed: int) -> tuple[LoadedModel, bool]:
-    """The model for `cfg`, and whether it came from this process's cache."""
-    key = (dataclasses.astuple(cfg), seed)
+def load_model(
+    cfg: ModelConfig, *, seed: int, quant: str = "none", mesh=None
+) -> tuple[LoadedModel, bool]:
+    """The model for `cfg`, and whether it came from this process's cache.
+
+    `mesh` (a jax Mesh or None): params are placed sharded over its `model` axis.
+    """
+    mesh_key = None if mesh is None else (tuple(mesh.shape.items()), tuple(mesh.devices.flat))
+    key = (dataclasses.astuple(cfg), seed, quant, mesh_key)
     if key in _CACHE:
         return _CACHE[key], True
-    loaded = _build(cfg, seed=seed)
     _CACHE.clear()  # hold one model at a time: a sweep over models must not pile them up
+    loaded = _build(cfg, seed=seed, quant=quant, mesh=mesh)
     _CACHE[key] = loaded
     return loaded, False
 
@@ -104,39 +113,42 @@ def _tiny_module():
     return gm.nn.Transformer(config=config)
 
 
-def _module(cfg: ModelConfig):
+def module_for(cfg: ModelConfig):
+    """The flax module for `cfg` (cheap: no params)."""
     if cfg.arch == "tiny":
         return _tiny_module()
     from gemma import gm
 
     cls = getattr(gm.nn, cfg.arch)
-    return cls(text_only=True) if cfg.text_only and _accepts_text_only(cls) else cls()
-
-
-def _accepts_text_only(cls) -> bool:
-    return any(f.name == "text_only" for f in dataclasses.fields(cls))
+    if any(f.name == "text_only" for f in dataclasses.fields(cls)):
+        return cls(text_only=cfg.text_only)
+    return cls()
 
 
 def _tokenizer(cfg: ModelConfig):
     from gemma import gm
 
-    path = Path(cfg.tokenizer) if cfg.tokenizer else local_tokenizer_path()
-    return gm.text.Gemma3Tokenizer(path=os.fspath(path))
+    if not cfg.tokenizer:
+        return gm.text.Gemma3Tokenizer(path=os.fspath(local_tokenizer_path()))
+    cls = gm.text.Gemma4Tokenizer if cfg.arch.startswith("Gemma4") else gm.text.Gemma3Tokenizer
+    return cls(path=os.fspath(Path(cfg.tokenizer)))
 
 
-def _build(cfg: ModelConfig, *, seed: int) -> LoadedModel:
-    model = _module(cfg)
+def _build(cfg: ModelConfig, *, seed: int, quant: str, mesh) -> LoadedModel:
+    model = module_for(cfg)
     tokenizer = _tokenizer(cfg)
     dtype = jnp.dtype(cfg.dtype)
+    expected = param_shapes(model, dtype=dtype)
     if cfg.checkpoint:
-        from gemma import gm
-
-        params = gm.ckpts.load_params(os.fspath(Path(cfg.checkpoint)))
-        params = jax.tree.map(lambda x: jnp.asarray(x, dtype), params)
+        params = load_checkpoint(cfg.checkpoint, expected, dtype=dtype)
         source = str(cfg.checkpoint)
     else:
         params = random_params(model, seed=seed, dtype=dtype)
         source = f"random-init (seed {seed})"
+    if quant != "none":
+        model, params = quantize(model, params, quant)
+    if mesh is not None:
+        params = shard_params(params, mesh)
     leaves = jax.tree.leaves(params)
     return LoadedModel(
         name=cfg.name,
@@ -144,9 +156,133 @@ def _build(cfg: ModelConfig, *, seed: int) -> LoadedModel:
         params=params,
         tokenizer=tokenizer,
         num_params=int(sum(x.size for x in leaves)),
-        param_bytes=int(sum(x.size * x.dtype.itemsize for x in leaves)),
+        param_bytes=tree_bytes(params),
         source=source,
     )
+
+
+def dtype_bits(dtype) -> int:
+    dtype = jnp.dtype(dtype)
+    if jnp.issubdtype(dtype, jnp.integer):
+        return jnp.iinfo(dtype).bits
+    if jnp.issubdtype(dtype, jnp.floating):
+        return jnp.finfo(dtype).bits
+    return 8 * dtype.itemsize
+
+
+def tree_bytes(tree: Any) -> int:
+    """Bytes of every array (or ShapeDtypeStruct) in `tree`; int4 counts half a byte."""
+    return int(sum(x.size * dtype_bits(x.dtype) // 8 for x in jax.tree.leaves(tree)))
+
+
+def param_shapes(model, *, dtype=None) -> Any:
+    """The params tree as ShapeDtypeStructs, at no memory cost (`jax.eval_shape`)."""
+    tokens = jnp.zeros((1, 4), jnp.int32)
+    kwargs = {}
+    if model.config.vision_encoder is not None:
+        enc = model.config.vision_encoder
+        tokens = jnp.asarray([[2, 255999, 3, 3]], jnp.int32)
+        kwargs["images"] = jnp.zeros((1, 1, enc.image_height, enc.image_width, 3), jnp.uint8)
+    shapes = jax.eval_shape(lambda: model.init(jax.random.key(0), tokens=tokens, **kwargs))
+    shapes = shapes["params"]
+    if dtype is not None:
+        shapes = jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, dtype), shapes)
+    return shapes
+
+
+class CheckpointError(ValueError):
+    """The checkpoint does not fit the configured model; the message says how."""
+
+
+def load_checkpoint(path: str, expected: Any, *, dtype) -> Any:
+    """Params from a local orbax checkpoint, checked against the model's expected shapes."""
+    from gemma import gm
+
+    params = gm.ckpts.load_params(os.fspath(Path(path).expanduser().resolve()))
+    got = jax.tree_util.tree_flatten_with_path(params)[0]
+    want = jax.tree_util.tree_flatten_with_path(expected)[0]
+    got_shapes = {jax.tree_util.keystr(p): tuple(x.shape) for p, x in got}
+    want_shapes = {jax.tree_util.keystr(p): tuple(x.shape) for p, x in want}
+    if got_shapes != want_shapes:
+        missing = sorted(set(want_shapes) - set(got_shapes))[:3]
+        extra = sorted(set(got_shapes) - set(want_shapes))[:3]
+        wrong = [k for k in want_shapes if k in got_shapes and got_shapes[k] != want_shapes[k]]
+        raise CheckpointError(
+            f"model.checkpoint={path} does not match the model's params: "
+            f"missing {missing}, unexpected {extra}, wrong shape {wrong[:3]}"
+        )
+    return jax.tree.map(lambda x: jnp.asarray(x, dtype), params)
+
+
+def quantize(model, params: Any, quant: str) -> tuple[Any, Any]:
+    """int8/int4 weights through gemma's own support: `gm.nn.IntWrapper` runs the model with
+    integer kernels + per-channel scales; values come from `peft`'s `uniform_quantize`.
+
+    (`peft.quantize` guesses the reduced axes from shapes and gets them wrong for some layouts,
+    e.g. transposed gating einsums; the axes here come from the scale shapes the wrapped model
+    itself declares.)
+    """
+    from gemma import gm
+    from gemma.peft import _quantization_utils as qutils
+
+    int_dtype = {"int8": jnp.int8, "int4": jnp.int4}[quant]
+    bits = {"int8": 8, "int4": 4}[quant]
+    qmodel = gm.nn.IntWrapper(model=model, dtype=int_dtype)
+    expected = param_shapes(qmodel)
+    param_dtype = jax.tree.leaves(params)[0].dtype
+    source_key = {
+        "_IntEinsum_0": "w",
+        "_IntEinsum_gating_einsum": "gating_einsum",
+        "_IntEinsum_linear": "linear",
+    }
+
+    def convert(want: Any, have: Any) -> Any:
+        if not isinstance(want, dict):
+            return have
+        out = {}
+        for name, sub in want.items():
+            if name in source_key and set(sub) == {"kernel", "scale"}:
+                w = have[source_key[name]]
+                axes = tuple(
+                    i
+                    for i, (k, sc) in enumerate(
+                        zip(sub["kernel"].shape, sub["scale"].shape, strict=False)
+                    )
+                    if sc == 1 and k != 1
+                )
+                kernel, scale = qutils.uniform_quantize(
+                    w.astype(jnp.float32),
+                    bitwidth=bits,
+                    granularity=qutils.QuantizationGranularity.PER_CHANNEL,
+                    dtype=int_dtype,
+                    axis_to_reduce=axes,
+                )
+                out[name] = {"kernel": kernel, "scale": scale.astype(param_dtype)}
+            else:
+                out[name] = convert(sub, have[name])
+        return out
+
+    return qmodel, convert(expected, params)
+
+
+def shard_params(params: Any, mesh) -> Any:
+    """Place params on `mesh`: each leaf's largest dimension divisible by the `model` axis is
+    split over it (tensor parallel); the rest is replicated."""
+    from jax.sharding import NamedSharding, PartitionSpec
+
+    size = mesh.shape.get("model", 1)
+
+    def place(x):
+        spec = [None] * x.ndim
+        if size > 1:
+            dims = sorted(range(x.ndim), key=lambda d: -x.shape[d])
+            for d in dims:
+                if x.shape[d] % size == 0 and x.shape[d] >= size:
+                    spec[d] = "model"
+                    break
+        return jax.device_put(x, NamedSharding(mesh, PartitionSpec(*spec)))
+
+    return jax.tree.map(place, params)
 
 
 def random_params(model, *, seed: int, dtype) -> Any:
@@ -156,15 +292,7 @@ def random_params(model, *, seed: int, dtype) -> Any:
     (numpy, so no XLA compile) and moved to the device. Norm scales are neutral, biases zero,
     weights N(0, 0.02): activations stay finite at any depth.
     """
-    dummy_tokens = jnp.zeros((1, 4), jnp.int32)
-    kwargs = {}
-    if model.config.vision_encoder is not None:
-        enc = model.config.vision_encoder
-        dummy_tokens = jnp.asarray([[2, 255999, 3, 3]], jnp.int32)
-        kwargs["images"] = jnp.zeros((1, 1, enc.image_height, enc.image_width, 3), jnp.uint8)
-    shapes = jax.eval_shape(
-        lambda: model.init(jax.random.key(0), tokens=dummy_tokens, **kwargs)["params"]
-    )
+    shapes = param_shapes(model)
     rng = np.random.default_rng(seed)
     np_dtype = np.dtype(dtype)
 

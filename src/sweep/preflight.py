@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +37,93 @@ def load_image(path: str | None) -> np.ndarray:
     return np.asarray(rgb, dtype=np.uint8)
 
 
+def check_paths(config: Config) -> None:
+    """Local checkpoint and tokenizer paths exist and are usable (nothing is downloaded)."""
+    ckpt = config.model.checkpoint
+    if ckpt:
+        p = Path(ckpt).expanduser()
+        if not p.exists():
+            raise ConfigError("model.checkpoint", ckpt, "directory not found")
+        if not p.is_dir():
+            raise ConfigError("model.checkpoint", ckpt, "not a directory (an orbax checkpoint dir)")
+        if not os.access(p, os.R_OK | os.X_OK):
+            raise ConfigError("model.checkpoint", ckpt, "directory not readable")
+        if not any(p.iterdir()):
+            raise ConfigError("model.checkpoint", ckpt, "empty directory (no orbax checkpoint)")
+    tok = config.model.tokenizer
+    if tok:
+        p = Path(tok).expanduser()
+        if not p.is_file():
+            raise ConfigError("model.tokenizer", tok, "file not found (a sentencepiece .model)")
+        if p.stat().st_size == 0:
+            raise ConfigError("model.tokenizer", tok, "empty file")
+        if not os.access(p, os.R_OK):
+            raise ConfigError("model.tokenizer", tok, "file not readable")
+
+
+def _gib(n: float) -> str:
+    return f"{n / 2**30:.1f} GiB"
+
+
+def fit_problem(config: Config) -> str | None:
+    """Why the weights + KV cache cannot fit the topology's memory, or None.
+
+    Pure shape arithmetic (`jax.eval_shape`): no memory is allocated, no device is touched.
+    """
+    from sweep.models import dtype_bits, module_for, param_shapes, tree_bytes
+
+    topo = config.topology
+    if topo.platform == "cpu":
+        from sweep.env import host_memory_bytes
+
+        per_chip, chips, where = host_memory_bytes(), 1, "host memory"
+    else:
+        per_chip, chips = topo.hbm_bytes, topo.num_devices
+        where = f"HBM on topology={topo.name} ({chips} x {_gib(per_chip or 0)})"
+    if not per_chip:
+        return None
+    module = module_for(config.model)
+    shapes = param_shapes(module, dtype=config.model.dtype)
+    weights = tree_bytes(shapes)
+    if config.quant != "none":  # matmul kernels shrink; embeddings and norms stay
+        embed = tree_bytes(shapes["embedder"])
+        bits = {"int8": 8, "int4": 4}[config.quant]
+        weights = embed + (weights - embed) * bits // dtype_bits(config.model.dtype)
+    cache = jax.eval_shape(
+        lambda: module.config.init_cache(
+            batch_size=config.batch_size,
+            dtype=config.model.dtype,
+            cache_length=config.engine.cache_length,
+        )
+    )
+    kv = tree_bytes(cache)
+    capacity = per_chip * chips
+    usable = 0.9 * capacity  # XLA needs working space beyond weights and cache
+    if weights + kv > usable:
+        return (
+            f"model={config.model.name} needs {_gib(weights)} of weights + {_gib(kv)} of KV "
+            f"cache (batch {config.batch_size} x {config.engine.cache_length} positions) = "
+            f"{_gib(weights + kv)}, more than 90% of the {_gib(capacity)} of {where}"
+        )
+    return None
+
+
+def make_mesh(topology: TopologyConfig):
+    """The topology's device mesh (None for a single device)."""
+    if topology.num_devices == 1:
+        return None
+    from jax.sharding import AxisType
+
+    devices = jax.devices()[: topology.num_devices]
+    # Auto axis types: Explicit (the default) breaks gemma's embedding lookup under sharding.
+    return jax.make_mesh(
+        tuple(topology.mesh.shape),
+        tuple(topology.mesh.axes),
+        axis_types=(AxisType.Auto,) * len(topology.mesh.axes),
+        devices=devices,
+    )
+
+
 def topology_mismatch(topology: TopologyConfig, env: dict[str, Any]) -> str | None:
     """Why these devices cannot be this topology, or None when they can."""
     backend = env["backend"]
@@ -49,10 +137,11 @@ def topology_mismatch(topology: TopologyConfig, env: dict[str, Any]) -> str | No
             f"topology={topology.name} expects device kind {topology.device_kind!r}, "
             f"found {env['device_kind']!r}"
         )
-    if topology.num_devices > env["device_count"]:
+    if topology.num_devices != env["device_count"]:
         return (
-            f"topology={topology.name} needs {topology.num_devices} devices, "
-            f"found {env['device_count']}"
+            f"topology={topology.name} has {topology.num_devices} device(s), but JAX sees "
+            f"{env['device_count']} ({env['device_kind']}): pick the topology that matches "
+            "the machine"
         )
     if topology.num_hosts != env["hosts"]:
         return f"topology={topology.name} needs {topology.num_hosts} hosts, found {env['hosts']}"
@@ -91,9 +180,7 @@ def cost_model(model, topology: TopologyConfig, env: dict[str, Any]) -> CostMode
     from sweep.env import probe_read_bandwidth
 
     params = model.params
-    vision_bytes = sum(
-        x.size * x.dtype.itemsize for x in jax.tree.leaves(params.get("vision_encoder", {}))
-    )
+    vision_bytes = model.image_encoder_bytes()
     embed = params["embedder"]["input_embedding"]
     decoder_params = model.num_params - model.image_encoder_params()
     matmul_params = decoder_params - embed.size  # the embedding is a lookup in prefill

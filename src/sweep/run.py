@@ -136,7 +136,11 @@ def _run(config: Config, record: dict[str, Any], ctx: dict[str, Any]):
     from sweep.models import load_model
     from sweep.phases import run_phase
 
+    preflight.check_paths(config)
     image = preflight.load_image(config.mode.image) if config.mode.name == "image" else None
+    reason = preflight.fit_problem(config)
+    if reason:
+        raise SkipJob(reason)
     setup_compile_cache(config.compile_cache_dir)
     record["env"] = collect_env()
     reason = preflight.topology_mismatch(config.topology, record["env"])
@@ -144,7 +148,12 @@ def _run(config: Config, record: dict[str, Any], ctx: dict[str, Any]):
         raise SkipJob(reason)
 
     t0 = time.perf_counter()
-    model, model_reused = load_model(config.model, seed=config.seed)
+    model, model_reused = load_model(
+        config.model,
+        seed=config.seed,
+        quant=config.quant,
+        mesh=preflight.make_mesh(config.topology),
+    )
     load_s = time.perf_counter() - t0
     request = preflight.build_request(config, model, image)
     engine, engine_reused = get_engine(
@@ -212,13 +221,13 @@ def main() -> int:
     JOB_RESULTS.clear()
     _hydra_main()
     results = callbacks.SWEEP_RESULTS or JOB_RESULTS
-    failed = [r for r in results if r[1] != "ok"]
-    if failed:
-        print(f"{len(failed)} of {len(results)} job(s) did not end ok:", file=sys.stderr)
-        for label, status, detail in failed:
+    not_ok = [r for r in results if r[1] != "ok"]
+    if not_ok:
+        print(f"{len(not_ok)} of {len(results)} job(s) did not end ok:", file=sys.stderr)
+        for label, status, detail in not_ok:
             print(f"  {status}: {label}" + (f" ({detail})" if detail else ""), file=sys.stderr)
-        return 1
-    return 0
+    # Skipped jobs (cannot run on this machine, by design) are listed but are not failures.
+    return 1 if any(status != "skipped" for _, status, _ in not_ok) else 0
 
 
 if __name__ == "__main__":
