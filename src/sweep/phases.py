@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from sweep.engine import Engine, Request
+from sweep.engine import Engine, Generation, Request
 from sweep.metrics import CostModel, run_metrics, summarize
 
 log = logging.getLogger("sweep")
@@ -88,10 +88,9 @@ def run_phase(
     runs: int,
     cost: CostModel | None,
     on_run: Callable[[str, int, dict[str, Any]], None] | None = None,
-) -> tuple[dict[str, Any], list[str]]:
-    """Time `runs` requests. Returns the phase block of the record and the last texts."""
+) -> tuple[dict[str, Any], Generation]:
+    """Time `runs` requests. Returns the phase block of the record and the last generation."""
     samples: list[dict[str, Any]] = []
-    texts: list[str] = []
     started = time.perf_counter()
     with compile_monitor.watch() as stats:
         for i in range(runs):
@@ -105,7 +104,6 @@ def run_phase(
                 cost=cost,
             )
             samples.append(run)
-            texts = list(gen.texts)
             if on_run is not None:
                 on_run(name, i, run)
             if runs > 1:
@@ -126,4 +124,4 @@ def run_phase(
         "cache_misses": stats.cache_misses,
         "wall_s": time.perf_counter() - started,
     }
-    return block, texts
+    return block, gen

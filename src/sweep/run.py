@@ -8,6 +8,7 @@ end `ok`, naming them.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import sys
 import time
@@ -115,7 +116,7 @@ def run_job(cfg: DictConfig, job_dir: str | Path | None = None) -> dict[str, Any
         record["status"], record["error"] = _classify(exc), error_block(exc)
         if not isinstance(exc, ConfigError | SkipJob):
             log.exception("[job %s] %s", ctx["job_num"], record["status"])
-    record["run_key"] = run_key(config_dict, record["env"])
+    record["run_key"] = run_key(_identity(config_dict), record["env"])
     record["finished_at"] = _utc_now()
     record["wall_s"] = time.perf_counter() - started
     if tracker is not None:
@@ -136,13 +137,13 @@ def _run(config: Config, record: dict[str, Any], ctx: dict[str, Any]):
     from sweep.models import load_model
     from sweep.phases import run_phase
 
+    setup_compile_cache(config.compile_cache_dir)
+    record["env"] = collect_env()
     preflight.check_paths(config)
     image = preflight.load_image(config.mode.image) if config.mode.name == "image" else None
     reason = preflight.fit_problem(config)
     if reason:
         raise SkipJob(reason)
-    setup_compile_cache(config.compile_cache_dir)
-    record["env"] = collect_env()
     reason = preflight.topology_mismatch(config.topology, record["env"])
     if reason:
         raise SkipJob(reason)
@@ -175,12 +176,14 @@ def _run(config: Config, record: dict[str, Any], ctx: dict[str, Any]):
     for phase in PHASES:
         runs = getattr(config.runs, phase)
         log.info("[job %s] %s: %d run(s)", ctx["job_num"], phase, runs)
-        block, texts = run_phase(
+        block, last = run_phase(
             phase, engine, request, runs=runs, cost=cost, on_run=tracker.log_run
         )
         record["phases"][phase] = block
         if phase == "final":
-            record["generated_text"] = texts[0]
+            record["generated_text"] = last.texts[0]
+            record["generated_texts"] = list(last.texts)
+            record["generated_token_ids"] = last.token_ids.tolist()
     for phase in ("benchmark", "final"):
         compiles = record["phases"][phase]["compiles"]
         if compiles:
@@ -189,6 +192,15 @@ def _run(config: Config, record: dict[str, Any], ctx: dict[str, Any]):
                 "compilation (the engine recompiled for an input it had already seen)"
             )
     return tracker
+
+
+def _identity(config_dict: dict[str, Any]) -> dict[str, Any]:
+    """The config as identity: the image by content, not by where this checkout keeps it."""
+    image = (config_dict.get("mode") or {}).get("image")
+    if not image or not Path(image).is_file():
+        return config_dict
+    digest = hashlib.sha256(Path(image).read_bytes()).hexdigest()[:16]
+    return config_dict | {"mode": config_dict["mode"] | {"image": f"sha256:{digest}"}}
 
 
 def _error_summary(record: dict[str, Any]) -> str:
