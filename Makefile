@@ -21,15 +21,17 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e '.[dev]'
 	@touch $@
 
-# Exit status is the sweep's (non-zero when any job failed), after merging what did finish.
+# The sweep merges its records into benchmarks/metrics.json and BENCHMARKS.md when it ends
+# (Hydra callback), also when some jobs failed; the exit status says whether any did.
 sweep: $(STAMP)
-	$(PY) -m sweep.run -m $(SWEEP); status=$$?; \
-	$(PY) tools/merge_benchmarks.py || status=1; exit $$status
+	$(PY) -m sweep.run -m $(SWEEP)
 
+# Re-merge every record under multirun/ and outputs/ (e.g. after copying sweeps from a TPU VM).
 merge: $(STAMP)
 	$(PY) tools/merge_benchmarks.py
 
 test: $(STAMP)
+	$(PY) -m ruff check .
 	$(PY) -m pytest
 
 test-slow: $(STAMP)
