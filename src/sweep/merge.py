@@ -904,7 +904,58 @@ def render_markdown(jobs: list[Job], *, store: Path, markdown: Path, plots_dir: 
         lines += markdown_table(table.headers, table.rows) if table.rows else [table.empty]
         if table.title == "Engine Comparison":
             lines += _plot_section(base, plots_dir)
+    bench = _read(plots_dir / BENCH_ENGINES_NAME)
+    if bench:
+        lines += ["", *bench_engines_section(json.loads(bench))]
     return "\n".join(lines) + "\n"
+
+
+BENCH_ENGINES_NAME = "bench_engines.json"
+BENCH_ENGINES = ("fused", "sampler", "stream", "reference")
+
+
+def _times(num: float | None, den: float | None) -> str:
+    return f"{num / den:.2f}x" if num and den else MISSING
+
+
+def bench_engines_table(result: dict[str, Any]) -> list[str]:
+    """tools/bench_engines.py's figures: medians, MBU, ratios to the reference and `stream`."""
+    figs = result["engines"]
+    ref, stream = figs.get("reference", {}), figs.get("stream", {})
+    lines = [
+        "| Engine | First Token s (median) | Decode Tokens/s (median) | MBU | "
+        "Decode vs reference | TTFT vs reference | Decode vs stream | Same tokens as fused |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for name in [n for n in BENCH_ENGINES if n in figs]:
+        f = figs[name]
+        decode, ttft = f["decode_tokens_per_s_median"], f["first_token_s_median"]
+        mbu = f"{100 * f['mbu']:.1f}%" if f.get("mbu") is not None else MISSING
+        lines.append(
+            f"| {name} | {ttft:.4f} | {decode:.2f} | {mbu} "
+            f"| {_times(decode, ref.get('decode_tokens_per_s_median'))} "
+            f"| {_times(ttft, ref.get('first_token_s_median'))} "
+            f"| {_times(decode, stream.get('decode_tokens_per_s_median'))} "
+            f"| {'yes' if f['same_tokens_as_fused'] else 'NO'} |"
+        )
+    return lines
+
+
+def bench_engines_section(result: dict[str, Any]) -> list[str]:
+    cfg, env = result["config"], result["env"]
+    return [
+        "## Engine Benchmark (tools/bench_engines.py)",
+        "",
+        f"One process, same params and prompt: model={cfg['model']} ({cfg['dtype']}, random "
+        f"init), {cfg['tokens']} new tokens, batch {cfg['batch_size']}, prompt "
+        f"{cfg['prompt_tokens']} tokens, KV cache {cfg['cache_length']}; {cfg['rounds']} timed "
+        f"rounds alternating engines after one untimed (compiling) call each; "
+        f"{env['device_kind']} x{env['device_count']}, commit {env.get('git_commit')}. MBU is "
+        "against the probed host read bandwidth on CPU. `reference` is "
+        "tools/reference_decode.py (jitted prefill + one lax.scan), the yardstick.",
+        "",
+        *bench_engines_table(result),
+    ]
 
 
 def _plot_section(base: Path, plots_dir: Path) -> list[str]:

@@ -1,0 +1,71 @@
+"""The yardstick: a bare jitted prefill + one `lax.scan` decode of exactly N tokens.
+
+Deliberately minimal (the shape of spikes/fused_decode.py): no dynamic step count, no
+forbidden-token bookkeeping beyond what forcing N tokens needs. `tools/bench_engines.py` times
+the real engines against it; the fused engine should match it. It recompiles for every N.
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from sweep.engine import Generation, Request, _prefill, forbidden_token_ids
+
+
+class ReferenceEngine:
+    name = "reference"
+
+    def __init__(self, model, *, cache_length: int):
+        self.model = model
+        self._forbidden = jnp.asarray(forbidden_token_ids(model.tokenizer), jnp.int32)
+        self._prefill = jax.jit(functools.partial(_prefill, model.model, cache_length))
+        self._decode = jax.jit(functools.partial(_scan_decode, model.model), static_argnames="n")
+
+    def generate(self, request: Request) -> Generation:
+        tok = self.model.tokenizer
+        start = time.perf_counter()
+        ids = [tok.encode(p, add_bos=True) for p in request.prompts]
+        tokens = jnp.asarray(np.asarray(ids, np.int32))
+        first, cache, pos = self._prefill(self.model.params, tokens, None, self._forbidden)
+        first_host = np.asarray(jax.device_get(first))
+        first_token_s = time.perf_counter() - start
+        rest = self._decode(
+            self.model.params, first, cache, pos, self._forbidden, n=request.max_new_tokens - 1
+        )
+        token_ids = np.concatenate([first_host[:, None], np.asarray(jax.device_get(rest))], 1)
+        texts = tuple(tok.decode(row.tolist()) for row in token_ids)
+        return Generation(
+            first_token_s=first_token_s,
+            total_s=time.perf_counter() - start,
+            new_tokens=token_ids.shape[1],
+            prompt_tokens=len(ids[0]),
+            token_ids=token_ids,
+            texts=texts,
+        )
+
+
+def _scan_decode(model, params, first, cache, pos, forbidden, n):
+    cache_length = next(iter(cache.values()))["k"].shape[1]
+
+    def step(carry, _):
+        tok, cache, pos = carry
+        mask = (jnp.arange(cache_length)[None, :] <= pos[:, None])[:, None, :]
+        out = model.apply(
+            {"params": params},
+            tokens=tok[:, None],
+            cache=cache,
+            positions=pos[:, None],
+            attention_mask=mask,
+            return_last_only=True,
+        )
+        logits = out.logits.at[:, forbidden].set(-jnp.inf)
+        nxt = jnp.argmax(logits, axis=-1).astype(jnp.int32)
+        return (nxt, out.cache, pos + 1), nxt
+
+    _, toks = jax.lax.scan(step, (first, cache, pos), None, length=n)
+    return toks.T
