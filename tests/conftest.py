@@ -53,6 +53,7 @@ def records(sweep_dir: Path) -> list[dict]:
 def _isolated_caches(tmp_path_factory):
     """Tokenizer and compile caches in a per-session temp dir (shared by subprocesses)."""
     root = tmp_path_factory.mktemp("caches")
+    os.environ.setdefault("WANDB_MODE", "disabled")  # in-process jobs: no wandb unless asked
     os.environ["SWEEP_CACHE_DIR"] = str(root / "sweep")
     os.environ["SWEEP_COMPILE_CACHE"] = str(root / "xla")
     yield

@@ -127,7 +127,12 @@ def load_inputs(
     for raw in inputs:
         path = Path(raw)
         if path.is_dir():
-            files.update(p for p in path.rglob(RECORD_NAME) if p.is_file())
+            # Skip the copies wandb keeps of each record inside its run dirs.
+            files.update(
+                p
+                for p in path.rglob(RECORD_NAME)
+                if p.is_file() and "wandb" not in p.relative_to(path).parts
+            )
         elif path.is_file():
             files.add(path)
         else:
