@@ -34,7 +34,9 @@ test: $(STAMP)
 	$(PY) -m ruff check .
 	$(PY) -m pytest
 
+# The long tests, with the launcher extras (Ray, submitit, joblib) they exercise.
 test-slow: $(STAMP)
+	$(PY) -m pip install --quiet -e '.[dev,ray,slurm,joblib]'
 	$(PY) -m pytest -m slow
 
 lint: $(STAMP)

@@ -143,12 +143,15 @@ def _build(cfg: ModelConfig, *, seed: int, quant: str, mesh) -> LoadedModel:
         params = load_checkpoint(cfg.checkpoint, expected, dtype=dtype)
         source = str(cfg.checkpoint)
     else:
-        params = random_params(model, seed=seed, dtype=dtype)
+        # Straight onto the mesh when there is no quantization step in between: no chip ever
+        # holds a whole weight that the mesh splits.
+        place = mesh if quant == "none" else None
+        params = random_params(model, seed=seed, dtype=dtype, mesh=place)
         source = f"random-init (seed {seed})"
     if quant != "none":
         model, params = quantize(model, params, quant)
     if mesh is not None:
-        params = shard_params(params, mesh)
+        params = shard_params(params, mesh)  # a no-op for leaves already placed
     leaves = jax.tree.leaves(params)
     return LoadedModel(
         name=cfg.name,
@@ -265,30 +268,30 @@ def quantize(model, params: Any, quant: str) -> tuple[Any, Any]:
     return qmodel, convert(expected, params)
 
 
-def shard_params(params: Any, mesh) -> Any:
-    """Place params on `mesh`: each leaf's largest dimension divisible by the `model` axis is
-    split over it (tensor parallel); the rest is replicated."""
+def param_sharding(shape: tuple[int, ...], mesh):
+    """Where a param lives on `mesh`: its largest dimension divisible by the `model` axis is
+    split over it (tensor parallel); otherwise it is replicated."""
     from jax.sharding import NamedSharding, PartitionSpec
 
     size = mesh.shape.get("model", 1)
+    spec = [None] * len(shape)
+    if size > 1:
+        for d in sorted(range(len(shape)), key=lambda d: -shape[d]):
+            if shape[d] % size == 0 and shape[d] >= size:
+                spec[d] = "model"
+                break
+    return NamedSharding(mesh, PartitionSpec(*spec))
 
-    def place(x):
-        spec = [None] * x.ndim
-        if size > 1:
-            dims = sorted(range(x.ndim), key=lambda d: -x.shape[d])
-            for d in dims:
-                if x.shape[d] % size == 0 and x.shape[d] >= size:
-                    spec[d] = "model"
-                    break
-        return jax.device_put(x, NamedSharding(mesh, PartitionSpec(*spec)))
 
-    return jax.tree.map(place, params)
+def shard_params(params: Any, mesh) -> Any:
+    """Place every param on `mesh` (see `param_sharding`)."""
+    return jax.tree.map(lambda x: jax.device_put(x, param_sharding(x.shape, mesh)), params)
 
 
 _FILL_SLICE = 1 << 24  # elements of float32 scratch per slice (64 MiB)
 
 
-def random_params(model, *, seed: int, dtype) -> Any:
+def random_params(model, *, seed: int, dtype, mesh=None) -> Any:
     """Random params with the model's real shapes, without materialising them twice.
 
     `jax.eval_shape` gives the tree of shapes at no cost; each leaf is then filled on the host
@@ -312,6 +315,6 @@ def random_params(model, *, seed: int, dtype) -> Any:
             for start in range(0, flat.size, _FILL_SLICE):
                 part = rng.standard_normal(min(_FILL_SLICE, flat.size - start), dtype=np.float32)
                 flat[start : start + part.size] = part * 0.02
-        return jax.device_put(host)
+        return jax.device_put(host, None if mesh is None else param_sharding(host.shape, mesh))
 
     return jax.tree_util.tree_map_with_path(fill, shapes)
