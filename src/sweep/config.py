@@ -191,6 +191,12 @@ class Config:
     wandb: WandbConfig = field(default_factory=WandbConfig)
     # Merge all records into BENCHMARKS.md when a multirun ends.
     merge_on_end: bool = True
+    # Rerun a sweep in place: keep jobs whose record is ok for the same config, run the rest
+    # (sweep/resume.py). With false, an existing record is kept aside, never overwritten.
+    resume: bool = False
+    # Run each job's device work in a child process: a native crash becomes a `crashed`
+    # record and the sweep goes on (sweep/isolate.py). Each job then builds its model anew.
+    isolate: bool = False
 
     def __post_init__(self) -> None:
         _check_min("tokens", self.tokens, 1)

@@ -30,7 +30,7 @@ REQUIRED_KEYS = (
     "wandb",
 )
 # Config keys that do not change what is measured: left out of the run identity.
-NON_IDENTITY_KEYS = ("wandb", "compile_cache_dir", "merge_on_end")
+NON_IDENTITY_KEYS = ("wandb", "compile_cache_dir", "merge_on_end", "resume", "isolate")
 
 
 class RecordError(ValueError):
@@ -44,6 +44,14 @@ def run_key(config: dict[str, Any], env: dict[str, Any] | None = None) -> str:
     env = env or {}
     machine = {k: env.get(k) for k in ("backend", "device_kind", "device_count", "hosts")}
     blob = json.dumps({"config": identity, "machine": machine}, sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def config_hash(config: dict[str, Any]) -> str:
+    """Identity of a job's config alone (no machine): known before the job runs, so
+    `resume=true` can tell whether a job dir's record measured this very config."""
+    identity = {k: v for k, v in config.items() if k not in NON_IDENTITY_KEYS}
+    blob = json.dumps(identity, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
@@ -61,6 +69,7 @@ def write_record(path: str | os.PathLike, record: dict[str, Any]) -> Path:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
+            os.fchmod(f.fileno(), 0o644)  # mkstemp's 0600 would hide records from other users
             f.write(data)
             f.flush()
             os.fsync(f.fileno())

@@ -2,8 +2,15 @@
 
 `main` is a thin `@hydra.main` over `run_job`, a plain function tests call. A job never raises
 into Hydra: whatever happens, it writes its record (status ok | failed | oom | skipped |
-interrupted) and the sweep goes on; the process exits non-zero at the end if any job did not
-end `ok`, naming them.
+crashed | interrupted) and the sweep goes on; the process exits non-zero at the end if any job
+did not end `ok`, naming them.
+
+Reliability (docs/troubleshooting.md): `resume=true` keeps jobs whose record is ok for the same
+config and reruns the rest, and an existing record is never overwritten silently (resume.py);
+`isolate=true` runs each job's device work in a child process, so a native crash becomes a
+`crashed` record (isolate.py); SIGTERM/SIGINT stop the sweep after recording the running job
+as `interrupted`, a second signal exits at once (interrupt.py); `SWEEP_FAULT` injects faults
+for the tests (faults.py).
 """
 
 from __future__ import annotations
@@ -19,9 +26,17 @@ from typing import Any
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from sweep import preflight
+from sweep import distributed, faults, interrupt, isolate, preflight, resume
+from sweep.callbacks import parallel_launcher_problem
 from sweep.config import Config, ConfigError, validate
-from sweep.record import PHASES, RECORD_NAME, SCHEMA_VERSION, error_block, run_key, write_record
+from sweep.record import (
+    PHASES,
+    RECORD_NAME,
+    SCHEMA_VERSION,
+    config_hash,
+    error_block,
+    run_key,
+)
 
 log = logging.getLogger("sweep")
 CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
@@ -52,6 +67,8 @@ def _hydra_context(cfg: DictConfig) -> dict[str, Any]:
             "job_dir": hc.runtime.output_dir,
             "sweep_dir": hc.sweep.dir if multirun else None,
             "job_num": hc.job.num if multirun else 0,
+            # What runs the jobs (a local parallel launcher must not share accelerators).
+            "launcher": {k: hc.launcher.get(k) for k in ("_target_", "n_jobs")},
         }
     return {
         "choices": {
@@ -61,6 +78,7 @@ def _hydra_context(cfg: DictConfig) -> dict[str, Any]:
         "job_dir": None,
         "sweep_dir": None,
         "job_num": 0,
+        "launcher": None,
     }
 
 
@@ -77,6 +95,7 @@ def run_job(cfg: DictConfig, job_dir: str | Path | None = None) -> dict[str, Any
     """Run one benchmark job and write `<job_dir>/metrics.json`. Never raises (but ^C)."""
     ctx = _hydra_context(cfg)
     job_dir = Path(job_dir or ctx["job_dir"] or ".")
+    ctx["job_dir"] = str(job_dir)  # tracking keeps the job's wandb files there
     label = " ".join(ctx["overrides"]) or "(defaults)"
     config_dict = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=False)
     config_dict.pop("hydra", None)
@@ -101,13 +120,61 @@ def run_job(cfg: DictConfig, job_dir: str | Path | None = None) -> dict[str, Any
         "generated_text": None,
         "wandb": {"mode": None, "run_id": None, "path": None, "status": "not started"},
     }
+    identity = _identity(config_dict)
+    record["config_hash"] = config_hash(identity)  # what resume=true compares
+    path = job_dir / RECORD_NAME
+    previous = resume.check_previous(
+        path, record["config_hash"], resume=_resume_wanted(cfg), job=ctx["job_num"]
+    )
+    if previous.kept is not None:  # resume=true: this job already has an ok record
+        JOB_RESULTS.append((label, "ok", ""))
+        return previous.kept
     log.info("[job %s] start: %s", ctx["job_num"], label)
+    if isolate.wanted(cfg) and _valid(cfg):
+        interrupted = isolate.run_in_child(config_dict, record, ctx, job_dir)
+        if record["finished_at"] is None:  # the child died before finishing its record
+            record["run_key"] = run_key(identity, record["env"])
+            record["finished_at"] = _utc_now()
+    else:
+        interrupted = _execute(cfg, record, ctx)
+    # multi-host: process 0 writes; the others ran with it (an isolated job's child says which)
+    if distributed.is_writer() and (record.get("env") or {}).get("process_index") in (0, None):
+        resume.save_record(path, record, preserve=previous.preserve, job=ctx["job_num"])
+    JOB_RESULTS.append((label, record["status"], _error_summary(record)))
+    log.info("[job %s] %s", ctx["job_num"], _headline(record))
+    interrupted = interrupted or interrupt.pending()  # a signal held back while writing
+    if interrupted is not None:
+        raise interrupted
+    return record
+
+
+def _resume_wanted(cfg: DictConfig) -> bool:
+    if not cfg.get("resume", False):
+        return False
+    if (OmegaConf.select(cfg, "topology.num_hosts", default=1) or 1) > 1:
+        # Every host must run the same jobs, and only process 0 has records to go by.
+        log.warning("resume=true is ignored for multi-host topologies: every job runs again")
+        return False
+    return True
+
+
+def _valid(cfg: DictConfig) -> bool:
+    try:
+        validate(cfg)
+    except Exception:  # recorded by `_execute`, in this process: no child needed for that
+        return False
+    return True
+
+
+def _execute(cfg: DictConfig, record: dict[str, Any], ctx: dict[str, Any]) -> BaseException | None:
+    """Validate and run one job, filling `record` (here, or in an isolated job's own process).
+    Never raises; returns the KeyboardInterrupt that stopped the job, if one did."""
     started = time.perf_counter()
-    tracker = None
+    trackers: list = []  # _run adds its wandb tracker as soon as it has one
     interrupted: BaseException | None = None
     try:
         config = validate(cfg)
-        tracker = _run(config, record, ctx)
+        _run(config, record, ctx, trackers)
         record["status"] = "ok"
     except KeyboardInterrupt as exc:
         record["status"], record["error"] = "interrupted", error_block(exc)
@@ -116,20 +183,22 @@ def run_job(cfg: DictConfig, job_dir: str | Path | None = None) -> dict[str, Any
         record["status"], record["error"] = _classify(exc), error_block(exc)
         if not isinstance(exc, ConfigError | SkipJob):
             log.exception("[job %s] %s", ctx["job_num"], record["status"])
-    record["run_key"] = run_key(_identity(config_dict), record["env"])
+    record["run_key"] = run_key(_identity(record["config"]), record["env"])
     record["finished_at"] = _utc_now()
     record["wall_s"] = time.perf_counter() - started
-    if tracker is not None:
-        record["wandb"] = tracker.finish(record)
-    write_record(job_dir / RECORD_NAME, record)
-    JOB_RESULTS.append((label, record["status"], _error_summary(record)))
-    log.info("[job %s] %s", ctx["job_num"], _headline(record))
-    if interrupted is not None:
-        raise interrupted
-    return record
+    for tracker in trackers:  # also when _run raised after starting it: the run is marked failed
+        with interrupt.deferred():
+            record["wandb"] = tracker.finish(record)
+    return interrupted
 
 
-def _run(config: Config, record: dict[str, Any], ctx: dict[str, Any]):
+def _checkpoint(phase: str, record: dict[str, Any], ctx: dict[str, Any]) -> None:
+    """A phase boundary: an isolated job saves its progress; SWEEP_FAULT (tests) may fire."""
+    isolate.progress(record, phase)
+    faults.inject(phase, ctx.get("job_num"))
+
+
+def _run(config: Config, record: dict[str, Any], ctx: dict[str, Any], trackers: list) -> None:
     """The expensive part, after the config is known to be valid."""
     from sweep import tracking
     from sweep.engine import get_engine
@@ -137,7 +206,12 @@ def _run(config: Config, record: dict[str, Any], ctx: dict[str, Any]):
     from sweep.models import load_model
     from sweep.phases import run_phase
 
+    problem = parallel_launcher_problem(ctx.get("launcher"), config.topology)
+    if problem:  # before anything touches the chips
+        raise ConfigError("hydra/launcher", (ctx["launcher"] or {}).get("_target_"), problem)
+    _checkpoint("start", record, ctx)
     setup_compile_cache(config.compile_cache_dir)
+    distributed.initialize(config.topology)  # multi-host: join before any device use
     record["env"] = collect_env()
     preflight.check_paths(config)
     image = preflight.load_image(config.mode.image) if config.mode.name == "image" else None
@@ -149,6 +223,7 @@ def _run(config: Config, record: dict[str, Any], ctx: dict[str, Any]):
         raise SkipJob(reason)
 
     t0 = time.perf_counter()
+    _checkpoint("load", record, ctx)
     model, model_reused = load_model(
         config.model,
         seed=config.seed,
@@ -173,9 +248,11 @@ def _run(config: Config, record: dict[str, Any], ctx: dict[str, Any]):
     record["cost_model"] = None if cost is None else cost.__dict__
 
     tracker = tracking.start(config, record, ctx)
+    trackers.append(tracker)
     for phase in PHASES:
         runs = getattr(config.runs, phase)
         log.info("[job %s] %s: %d run(s)", ctx["job_num"], phase, runs)
+        _checkpoint(phase, record, ctx)
         block, last = run_phase(
             phase, engine, request, runs=runs, cost=cost, on_run=tracker.log_run
         )
@@ -191,7 +268,6 @@ def _run(config: Config, record: dict[str, Any], ctx: dict[str, Any]):
                 f"{compiles} compile(s) during the {phase} phase: its timings include "
                 "compilation (the engine recompiled for an input it had already seen)"
             )
-    return tracker
 
 
 def _identity(config_dict: dict[str, Any]) -> dict[str, Any]:
@@ -231,15 +307,46 @@ def main() -> int:
     from sweep import callbacks
 
     JOB_RESULTS.clear()
-    _hydra_main()
-    results = callbacks.SWEEP_RESULTS or JOB_RESULTS
+    # resume=true without an output dir: continue the latest earlier run of this command.
+    resume.announce(resume.redirect_argv(sys.argv))
+    interrupt.install()  # SIGTERM/SIGINT: the running job records itself; a second one exits
+    try:
+        _hydra_main()
+    except KeyboardInterrupt:
+        _print_not_ok(JOB_RESULTS)
+        print(
+            f"interrupted ({_signal_name(interrupt.exit_code() - 128)}): the sweep stopped; "
+            "records already written are intact. Rerun the same command with resume=true to "
+            "run the rest.",
+            file=sys.stderr,
+        )
+        return interrupt.exit_code()
+    except callbacks.SweepRefused as exc:
+        print(f"sweep refused: {exc}", file=sys.stderr)
+        return 2
+    # This process's own jobs first: they include a job whose record could not be written.
+    results = JOB_RESULTS or callbacks.SWEEP_RESULTS
+    not_ok = _print_not_ok(results)
+    # Skipped jobs (cannot run on this machine, by design) are listed but are not failures.
+    return 1 if any(status != "skipped" for _, status, _ in not_ok) else 0
+
+
+def _print_not_ok(results: list[tuple[str, str, str]]) -> list[tuple[str, str, str]]:
     not_ok = [r for r in results if r[1] != "ok"]
     if not_ok:
         print(f"{len(not_ok)} of {len(results)} job(s) did not end ok:", file=sys.stderr)
         for label, status, detail in not_ok:
             print(f"  {status}: {label}" + (f" ({detail})" if detail else ""), file=sys.stderr)
-    # Skipped jobs (cannot run on this machine, by design) are listed but are not failures.
-    return 1 if any(status != "skipped" for _, status, _ in not_ok) else 0
+    return not_ok
+
+
+def _signal_name(signum: int) -> str:
+    import signal
+
+    try:
+        return signal.Signals(signum).name
+    except ValueError:
+        return f"signal {signum}"
 
 
 if __name__ == "__main__":
