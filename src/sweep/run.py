@@ -39,6 +39,8 @@ from sweep.record import (
 )
 
 log = logging.getLogger("sweep")
+# JAX logs at INFO that it looked for a TPU and a proxy backend: noise on every other machine.
+logging.getLogger("jax._src.xla_bridge").setLevel(logging.WARNING)
 CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
 
 # (job label, status, error summary) of every job this process ran; read by `main`.
