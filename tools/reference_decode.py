@@ -30,7 +30,7 @@ class ReferenceEngine:
         tok = self.model.tokenizer
         start = time.perf_counter()
         ids = [tok.encode(p, add_bos=True) for p in request.prompts]
-        tokens = jnp.asarray(np.asarray(ids, np.int32))
+        tokens = jax.device_put(np.asarray(ids, np.int32))
         first, cache, pos = self._prefill(self.model.params, tokens, None, self._forbidden)
         first_host = np.asarray(jax.device_get(first))
         first_token_s = time.perf_counter() - start

@@ -90,12 +90,13 @@ class FusedEngine:
         tokenizer = self.model.tokenizer
         start = _now()
         ids = [tokenizer.encode(p, add_bos=True) for p in request.prompts]
-        tokens = jnp.asarray(_right_pad(ids))
-        images = None if request.images is None else jnp.asarray(request.images)
+        # device_put, not jnp.asarray: the latter compiles a small staging program.
+        tokens = jax.device_put(_right_pad(ids))
+        images = None if request.images is None else jax.device_put(request.images)
         first, cache, pos = self._prefill(self.model.params, tokens, images, self._forbidden)
         first_host = np.asarray(jax.device_get(first))
         first_token_s = _now() - start
-        steps = jnp.int32(request.max_new_tokens - 1)
+        steps = np.int32(request.max_new_tokens - 1)
         out, done = self._decode(self.model.params, first, cache, pos, steps, self._forbidden)
         out_host, done_host = jax.device_get((out, done))
         n = 1 + int(done_host)
