@@ -86,7 +86,7 @@ def fake_device_work(monkeypatch):
     """Replace the device work of an in-process job by a stub that records a call count."""
     calls = []
 
-    def fake_run(config, record, ctx):
+    def fake_run(config, record, ctx, trackers):
         calls.append(config.tokens)
         record["env"] = {"backend": "cpu", "device_kind": "cpu", "device_count": 1, "hosts": 1}
         summary = {"first_token_s": {"median": 0.01}, "decode_tokens_per_s": {"median": 99.0}}
@@ -191,7 +191,7 @@ def test_merge_reads_only_complete_records(tmp_path):
 
 
 def test_a_record_with_nan_is_written_as_failed(tmp_path, monkeypatch):
-    def nan_run(config, record, ctx):
+    def nan_run(config, record, ctx, trackers):
         record["phases"] = {"warmup": {"runs": [{"total_s": float("nan")}]}}
 
     monkeypatch.setattr(run_mod, "_run", nan_run)
