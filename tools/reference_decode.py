@@ -14,7 +14,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from sweep.engine import Generation, Request, _prefill, forbidden_token_ids
+from sweep.engine import Generation, Request, _prefill, decode_step, forbidden_token_ids
 
 
 class ReferenceEngine:
@@ -50,22 +50,12 @@ class ReferenceEngine:
 
 
 def _scan_decode(model, params, first, cache, pos, forbidden, n):
-    cache_length = next(iter(cache.values()))["k"].shape[1]
+    """The same greedy step as the fused engine, in a `lax.scan` of static length `n`."""
 
     def step(carry, _):
         tok, cache, pos = carry
-        mask = (jnp.arange(cache_length)[None, :] <= pos[:, None])[:, None, :]
-        out = model.apply(
-            {"params": params},
-            tokens=tok[:, None],
-            cache=cache,
-            positions=pos[:, None],
-            attention_mask=mask,
-            return_last_only=True,
-        )
-        logits = out.logits.at[:, forbidden].set(-jnp.inf)
-        nxt = jnp.argmax(logits, axis=-1).astype(jnp.int32)
-        return (nxt, out.cache, pos + 1), nxt
+        nxt, cache, pos = decode_step(model, params, tok, cache, pos, forbidden)
+        return (nxt, cache, pos + 1), nxt
 
     _, toks = jax.lax.scan(step, (first, cache, pos), None, length=n)
     return toks.T

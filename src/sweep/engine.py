@@ -163,26 +163,37 @@ def _decode(model, params, first, cache, pos, steps, forbidden):
     number of steps run. One compiled program serves every token count.
     """
     batch = first.shape[0]
-    cache_length = next(iter(cache.values()))["k"].shape[1]
-    out = jnp.zeros((batch, cache_length), jnp.int32)
+    out = jnp.zeros((batch, _cache_length(cache)), jnp.int32)
 
     def body(i, carry):
         tok, cache, pos, out = carry
-        mask = (jnp.arange(cache_length)[None, :] <= pos[:, None])[:, None, :]
-        result = model.apply(
-            {"params": params},
-            tokens=tok[:, None],
-            cache=cache,
-            positions=pos[:, None],
-            attention_mask=mask,
-            return_last_only=True,
-        )
-        nxt = _greedy(result.logits, forbidden)
+        nxt, cache, pos = decode_step(model, params, tok, cache, pos, forbidden)
         out = jax.lax.dynamic_update_slice(out, nxt[:, None], (0, i))
-        return nxt, result.cache, pos + 1, out
+        return nxt, cache, pos + 1, out
 
     _, _, _, out = jax.lax.fori_loop(0, steps, body, (first, cache, pos, out))
     return out, steps
+
+
+def _cache_length(cache) -> int:
+    return next(iter(cache.values()))["k"].shape[1]
+
+
+def decode_step(model, params, tok, cache, pos, forbidden):
+    """One greedy step: token [B] at position [B] -> (next token, updated cache, position).
+
+    The mask lets each sequence attend to every cache slot up to its own position.
+    """
+    mask = (jnp.arange(_cache_length(cache))[None, :] <= pos[:, None])[:, None, :]
+    result = model.apply(
+        {"params": params},
+        tokens=tok[:, None],
+        cache=cache,
+        positions=pos[:, None],
+        attention_mask=mask,
+        return_last_only=True,
+    )
+    return _greedy(result.logits, forbidden), result.cache, pos
 
 
 class _GemmaSamplerBase:
