@@ -66,8 +66,9 @@ def main(argv=None) -> int:
     from sweep import preflight
     from sweep.engine import ENGINES as SWEEP_ENGINES
     from sweep.env import collect_env, setup_compile_cache
-    from sweep.metrics import describe, run_metrics
+    from sweep.metrics import describe
     from sweep.models import load_model
+    from sweep.phases import generation_metrics
 
     setup_compile_cache(config.compile_cache_dir)
     env = collect_env()
@@ -98,16 +99,7 @@ def main(argv=None) -> int:
         for name, engine in engines.items():
             gen = engine.generate(request)
             tokens[name] = gen.token_ids.tolist()
-            runs[name].append(
-                run_metrics(
-                    total_s=gen.total_s,
-                    first_token_s=gen.first_token_s,
-                    new_tokens=gen.new_tokens,
-                    prompt_tokens=gen.prompt_tokens,
-                    batch_size=request.batch_size,
-                    cost=cost,
-                )
-            )
+            runs[name].append(generation_metrics(gen, request, cost))
             print(
                 f"  round {r + 1}/{args.rounds} {name}: first token "
                 f"{runs[name][-1]['first_token_s']:.4f} s, decode "

@@ -80,6 +80,18 @@ class _CompileMonitor:
 compile_monitor = _CompileMonitor()
 
 
+def generation_metrics(gen: Generation, request: Request, cost: CostModel | None) -> dict:
+    """The per-run record of one timed request."""
+    return run_metrics(
+        total_s=gen.total_s,
+        first_token_s=gen.first_token_s,
+        new_tokens=gen.new_tokens,
+        prompt_tokens=gen.prompt_tokens,
+        batch_size=request.batch_size,
+        cost=cost,
+    )
+
+
 def run_phase(
     name: str,
     engine: Engine,
@@ -95,14 +107,7 @@ def run_phase(
     with compile_monitor.watch() as stats:
         for i in range(runs):
             gen = engine.generate(request)
-            run = run_metrics(
-                total_s=gen.total_s,
-                first_token_s=gen.first_token_s,
-                new_tokens=gen.new_tokens,
-                prompt_tokens=gen.prompt_tokens,
-                batch_size=request.batch_size,
-                cost=cost,
-            )
+            run = generation_metrics(gen, request, cost)
             samples.append(run)
             if on_run is not None:
                 on_run(name, i, run)
