@@ -4,8 +4,11 @@
 
 Engines: `fused` (ours), `sampler` (gm.text.Sampler), `stream` (the per-token loop the seed table
 was measured with) and `reference` (tools/reference_decode.py: a bare jitted prefill + lax.scan
-decode, the yardstick). Each engine runs once untimed (compile), then the rounds alternate
-engines so drift on a shared machine hits all of them alike. Prints a markdown table (or the
+decode over `model.apply` as the library defines it, the yardstick). Each engine runs once
+untimed (compile), then the rounds alternate engines so drift on a shared machine hits all of
+them alike, with a short pause before each timed run: freeing one engine's temporaries (1.7 GB
+for the reference on 270M) takes the kernel a few hundred ms, and that must not be charged to
+the next engine's first token. Prints a markdown table (or the
 figures as JSON with --json) and writes them to benchmarks/bench_engines.json, which
 tools/merge_benchmarks.py renders as a section of BENCHMARKS.md.
 """
@@ -31,6 +34,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--batch", type=int, default=1)
     p.add_argument("--rounds", type=int, default=3, help="timed runs per engine")
     p.add_argument("--prompt", default="Tell me a short story.")
+    p.add_argument("--settle-s", type=float, default=1.0, help="pause before each timed run")
     p.add_argument("--engines", default=",".join(ENGINES))
     p.add_argument("--cache-length", type=int, default=None, help="default: the engine config's")
     p.add_argument("--json", action="store_true", help="print JSON instead of markdown")
@@ -97,6 +101,7 @@ def main(argv=None) -> int:
     tokens = {}
     for r in range(args.rounds):
         for name, engine in engines.items():
+            time.sleep(args.settle_s)
             gen = engine.generate(request)
             tokens[name] = gen.token_ids.tolist()
             runs[name].append(generation_metrics(gen, request, cost))

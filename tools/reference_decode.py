@@ -1,8 +1,10 @@
 """The yardstick: a bare jitted prefill + one `lax.scan` decode of exactly N tokens.
 
 Deliberately minimal (the shape of spikes/fused_decode.py): no dynamic step count, no
-forbidden-token bookkeeping beyond what forcing N tokens needs. `tools/bench_engines.py` times
-the real engines against it; the fused engine should match it. It recompiles for every N.
+forbidden-token bookkeeping beyond what forcing N tokens needs, and the params exactly as loaded
+(none of the fused engine's per-backend preparation, e.g. its float32 CPU logits table).
+`tools/bench_engines.py` times the real engines against it; the fused engine should match or
+beat it. It recompiles for every N.
 """
 
 from __future__ import annotations

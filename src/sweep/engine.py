@@ -26,6 +26,7 @@ from typing import Protocol
 import jax
 import jax.numpy as jnp
 import numpy as np
+from flax import linen as nn
 
 from sweep.models import LoadedModel
 
@@ -83,8 +84,10 @@ class FusedEngine:
         self.model = model
         self.cache_length = cache_length
         self._forbidden = jnp.asarray(forbidden_token_ids(model.tokenizer), jnp.int32)
+        self._params = with_cpu_logits_table(model.params)
         self._prefill = jax.jit(functools.partial(_prefill, model.model, cache_length))
-        self._decode = jax.jit(functools.partial(_decode, model.model))
+        # The prefill's cache is donated: the loop updates it in place instead of copying it.
+        self._decode = jax.jit(functools.partial(_decode, model.model), donate_argnums=(2,))
 
     def generate(self, request: Request) -> Generation:
         tokenizer = self.model.tokenizer
@@ -93,11 +96,11 @@ class FusedEngine:
         # device_put, not jnp.asarray: the latter compiles a small staging program.
         tokens = jax.device_put(_right_pad(ids))
         images = None if request.images is None else jax.device_put(request.images)
-        first, cache, pos = self._prefill(self.model.params, tokens, images, self._forbidden)
+        first, cache, pos = self._prefill(self._params, tokens, images, self._forbidden)
         first_host = np.asarray(jax.device_get(first))
         first_token_s = _now() - start
         steps = np.int32(request.max_new_tokens - 1)
-        out, done = self._decode(self.model.params, first, cache, pos, steps, self._forbidden)
+        out, done, _ = self._decode(self._params, first, cache, pos, steps, self._forbidden)
         out_host, done_host = jax.device_get((out, done))
         n = 1 + int(done_host)
         token_ids = np.concatenate([first_host[:, None], out_host[:, : n - 1]], axis=1)
@@ -120,6 +123,52 @@ def _right_pad(ids: list[list[int]]) -> np.ndarray:
     return np.asarray(ids, np.int32)
 
 
+_LOGITS_TABLE = "cpu_logits_table"  # extra leaf under params["embedder"]
+
+
+def with_cpu_logits_table(params):
+    """`params` plus the output projection as float32 [embed, vocab], or `params` unchanged.
+
+    XLA on CPU has no fast bf16 matvec: on every decode call it converts the [vocab, embed]
+    table to float32 and transposes it (1.7 s and 1.3 GB of temporaries per call for 270M, on
+    one thread, before the first step). Doing it once per engine skips that on every call. The
+    numbers do not change: it is the same float32 dot XLA runs, rounded to the activation dtype
+    as before. Only for one CPU device; an accelerator reads bf16 natively, and its memory is
+    better spent on the KV cache.
+    """
+    table = params.get("embedder", {}).get("input_embedding")
+    if not isinstance(table, jax.Array) or table.ndim != 2:
+        return params
+    if not jnp.issubdtype(table.dtype, jnp.floating):  # a quantized table needs its scales
+        return params
+    devices = table.sharding.device_set
+    if len(devices) != 1 or next(iter(devices)).platform != "cpu":
+        return params
+    table_t = jax.jit(lambda t: t.astype(jnp.float32).T)(table)
+    return {**params, "embedder": {**params["embedder"], _LOGITS_TABLE: table_t}}
+
+
+def _logits_from_table(next_fun, args, kwargs, context):
+    """Embedder.decode from the float32 [embed, vocab] table when the params carry one."""
+    module = context.module
+    if context.method_name != "decode" or not module.has_variable("params", _LOGITS_TABLE):
+        return next_fun(*args, **kwargs)
+    (x,) = args
+    table_t = module.get_variable("params", _LOGITS_TABLE)
+    return jnp.dot(x.astype(table_t.dtype), table_t).astype(x.dtype)
+
+
+def _activation_dtype(params):
+    """The model's dtype: that of its embedding table (not of the engine's extra leaf)."""
+    table = params.get("embedder", {}).get("input_embedding")
+    return table.dtype if table is not None else jax.tree.leaves(params)[0].dtype
+
+
+def _apply(model, *args, **kwargs):
+    with nn.intercept_methods(_logits_from_table):
+        return model.apply(*args, **kwargs)
+
+
 def _greedy(logits, forbidden):
     logits = logits.at[:, forbidden].set(-jnp.inf)
     return jnp.argmax(logits, axis=-1).astype(jnp.int32)
@@ -136,10 +185,15 @@ def _prefill(model, cache_length, params, tokens, images, forbidden):
     if images is not None:
         per_image = model.config.vision_encoder.num_mm_tokens_per_image + 3
         length += images.shape[1] * per_image
-    dtype = jax.tree.leaves(params)[0].dtype
+    dtype = _activation_dtype(params)
     small = model.config.init_cache(batch_size=batch, dtype=dtype, cache_length=length)
-    out = model.apply(
-        {"params": params}, tokens=tokens, images=images, cache=small, return_last_only=True
+    out = _apply(
+        model,
+        {"params": params},
+        tokens=tokens,
+        images=images,
+        cache=small,
+        return_last_only=True,
     )
     full = model.config.init_cache(batch_size=batch, dtype=dtype, cache_length=cache_length)
     cache = {
@@ -159,8 +213,9 @@ def _prefill(model, cache_length, params, tokens, images, forbidden):
 def _decode(model, params, first, cache, pos, steps, forbidden):
     """Generate `steps` (dynamic) more tokens greedily after `first`.
 
-    Returns a [B, cache_length] buffer whose first `steps` columns are the tokens, and the
-    number of steps run. One compiled program serves every token count.
+    Returns a [B, cache_length] buffer whose first `steps` columns are the tokens, the number of
+    steps run, and the final cache (returned so that the donated input cache is updated in
+    place). One compiled program serves every token count.
     """
     batch = first.shape[0]
     out = jnp.zeros((batch, _cache_length(cache)), jnp.int32)
@@ -171,8 +226,8 @@ def _decode(model, params, first, cache, pos, steps, forbidden):
         out = jax.lax.dynamic_update_slice(out, nxt[:, None], (0, i))
         return nxt, cache, pos + 1, out
 
-    _, _, _, out = jax.lax.fori_loop(0, steps, body, (first, cache, pos, out))
-    return out, steps
+    _, cache, _, out = jax.lax.fori_loop(0, steps, body, (first, cache, pos, out))
+    return out, steps, cache
 
 
 def _cache_length(cache) -> int:
@@ -185,7 +240,8 @@ def decode_step(model, params, tok, cache, pos, forbidden):
     The mask lets each sequence attend to every cache slot up to its own position.
     """
     mask = (jnp.arange(_cache_length(cache))[None, :] <= pos[:, None])[:, None, :]
-    result = model.apply(
+    result = _apply(
+        model,
         {"params": params},
         tokens=tok[:, None],
         cache=cache,
