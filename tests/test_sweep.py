@@ -74,3 +74,9 @@ def test_a_failing_job_is_recorded_and_the_sweep_goes_on(tmp_path):
     assert by_tokens[4]["status"] == "ok"
     assert by_tokens[0]["status"] == "failed"
     assert by_tokens[0]["error"]["type"] == "ConfigError"
+
+
+def test_records_carry_the_process_peak_rss(quick_sweep):
+    peaks = [r["process_peak_rss_bytes"] for r in records(quick_sweep)]
+    assert all(200 * 2**20 < p < 24 * 2**30 for p in peaks), peaks  # JAX + model: > 200 MiB
+    assert peaks == sorted(peaks)  # one process ran the jobs in order: the peak only grows

@@ -51,6 +51,16 @@ class SkipJob(Exception):
     """The job cannot run here (e.g. topology/devices mismatch); recorded as `skipped`."""
 
 
+def peak_rss_bytes() -> int | None:
+    """This process's peak resident memory so far (all jobs it ran, not this job alone)."""
+    try:
+        import resource
+    except ImportError:  # not on POSIX
+        return None
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak if sys.platform == "darwin" else peak * 1024  # macOS: bytes; Linux: KiB
+
+
 def _utc_now() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
@@ -188,6 +198,7 @@ def _execute(cfg: DictConfig, record: dict[str, Any], ctx: dict[str, Any]) -> Ba
     record["run_key"] = run_key(_identity(record["config"]), record["env"])
     record["finished_at"] = _utc_now()
     record["wall_s"] = time.perf_counter() - started
+    record["process_peak_rss_bytes"] = peak_rss_bytes()
     for tracker in trackers:  # also when _run raised after starting it: the run is marked failed
         with interrupt.deferred():
             record["wandb"] = tracker.finish(record)
@@ -295,8 +306,12 @@ def _headline(record: dict[str, Any]) -> str:
         f"ok: first token {bench['first_token_s']['median']:.4f} s, "
         f"decode {bench['decode_tokens_per_s']['median']:.1f} tok/s (medians), "
         f"warmup compiles {warm['compiles']} ({warm['compile_s']:.1f} s), "
-        f"job {record['wall_s']:.1f} s"
+        f"job {record['wall_s']:.1f} s, process peak RSS {_gib(record['process_peak_rss_bytes'])}"
     )
+
+
+def _gib(nbytes: int | None) -> str:
+    return "unknown" if nbytes is None else f"{nbytes / 2**30:.2f} GiB"
 
 
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")
