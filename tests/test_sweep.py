@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from sweep.record import PHASES, REQUIRED_KEYS
 from tests.conftest import records, run_sweep
 
@@ -80,3 +82,15 @@ def test_records_carry_the_process_peak_rss(quick_sweep):
     peaks = [r["process_peak_rss_bytes"] for r in records(quick_sweep)]
     assert all(200 * 2**20 < p < 24 * 2**30 for p in peaks), peaks  # JAX + model: > 200 MiB
     assert peaks == sorted(peaks)  # one process ran the jobs in order: the peak only grows
+
+
+def test_compile_share_adds_up_the_records(quick_sweep):
+    from sweep.callbacks import compile_share
+
+    share = compile_share(quick_sweep)
+    recs = records(quick_sweep)
+    assert share["wall_s"] == pytest.approx(sum(r["wall_s"] for r in recs))
+    compile_s = sum(r["phases"][p]["compile_s"] for r in recs for p in PHASES)
+    assert share["compile_s"] == pytest.approx(compile_s)
+    assert 0 < share["compile_s"] < share["wall_s"]
+    assert share["cache_hits"] + share["cache_misses"] > 0  # the persistent cache was consulted

@@ -113,6 +113,25 @@ def collect_statuses(sweep_dir: Path) -> list[tuple[str, str, str]]:
     return results
 
 
+def compile_share(sweep_dir: Path) -> dict[str, float]:
+    """Compile time (trace + lower + XLA, every phase) against job wall time, over a sweep.
+
+    What a warm persistent compile cache can save at most: a sweep that is mostly decoding
+    cannot get much faster from it, and the summary line says so with these figures.
+    """
+    total = {"compile_s": 0.0, "wall_s": 0.0, "cache_hits": 0, "cache_misses": 0}
+    for path in sweep_dir.glob(f"*/{RECORD_NAME}"):
+        try:
+            record = read_record(path)
+        except RecordError:
+            continue
+        total["wall_s"] += record.get("wall_s") or 0.0
+        for phase in (record.get("phases") or {}).values():
+            for key in ("compile_s", "cache_hits", "cache_misses"):
+                total[key] += phase.get(key) or 0
+    return total
+
+
 def _job_order(job_dir: Path) -> tuple[int, str]:
     return (int(job_dir.name), "") if job_dir.name.isdigit() else (1 << 30, job_dir.name)
 
@@ -132,6 +151,17 @@ class SweepCallback(Callback):
         SWEEP_RESULTS[:] = results
         ok = sum(1 for _, status, _ in results if status == "ok")
         log.info("sweep %s: %d/%d job(s) ok", sweep_dir, ok, len(results))
+        share = compile_share(sweep_dir)
+        if share["wall_s"] > 0:
+            log.info(
+                "compiling took %.1f s of %.1f s of job time (%.1f%%; compile cache: %d hit(s), "
+                "%d miss(es)): a warm cache can shorten this sweep by at most that share",
+                share["compile_s"],
+                share["wall_s"],
+                100 * share["compile_s"] / share["wall_s"],
+                share["cache_hits"],
+                share["cache_misses"],
+            )
         from sweep import distributed
 
         # Multi-host: only process 0 merges (the others would race it on benchmarks/).
