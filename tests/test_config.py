@@ -10,7 +10,7 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 from sweep.config import Config, ConfigError, validate
-from tests.conftest import REPO, run_sweep
+from tests.conftest import REPO, run_sweep, sweep_env
 
 CONF = REPO / "conf"
 GROUPS = ("model", "topology", "mode", "engine", "experiment")
@@ -129,3 +129,15 @@ def test_bad_cli_input_exits_nonzero_in_seconds_before_any_model(tmp_path, overr
         data = OmegaConf.load(record)
         assert data.status == "failed" and data.error.type == "ConfigError"
         assert not data.model  # no model was built
+
+
+def test_a_request_longer_than_the_cache_fails_before_the_weights_are_built(tmp_path):
+    # `load:raise` fires when the weights would start building: the cache check must come first.
+    env = sweep_env(SWEEP_FAULT="load:raise")
+    proc = run_sweep(tmp_path / "job", "tokens=2040", multirun=False, env=env)
+    output = proc.stdout + proc.stderr
+    assert proc.returncode == 1, output
+    assert "more than engine.cache_length=2048" in output, output
+    assert "SWEEP_FAULT" not in output, output
+    data = OmegaConf.load(tmp_path / "job" / "metrics.json")
+    assert data.status == "failed" and data.error.type == "ConfigError"

@@ -26,16 +26,12 @@ STOP_TOKEN_IDS = (1, 106)
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
-class LoadedModel:
-    """Static things an engine needs. Never mutated; shared by every job of a process."""
+class ModelSpec:
+    """The model without its weights: enough to tokenize and size a request before loading."""
 
     name: str
     model: Any  # gm.nn.Transformer (a flax module: hashable, static under jit)
-    params: Any  # pytree of jax arrays (dynamic under jit)
     tokenizer: Any  # gm.text.Tokenizer
-    num_params: int
-    param_bytes: int
-    source: str  # "random-init (seed N)" or the checkpoint path
 
     @property
     def config(self):
@@ -49,6 +45,16 @@ class LoadedModel:
         """Prompt tokens one image adds: `<start_of_image>` becomes \\n\\n + soft tokens +
         `<end_of_image>` + \\n\\n."""
         return self.model.config.vision_encoder.num_mm_tokens_per_image + 3
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class LoadedModel(ModelSpec):
+    """Static things an engine needs. Never mutated; shared by every job of a process."""
+
+    params: Any  # pytree of jax arrays (dynamic under jit)
+    num_params: int
+    param_bytes: int
+    source: str  # "random-init (seed N)" or the checkpoint path
 
     def image_encoder_params(self) -> int:
         vision = self.params.get("vision_encoder")
@@ -132,6 +138,11 @@ def _tokenizer(cfg: ModelConfig):
         return gm.text.Gemma3Tokenizer(path=os.fspath(local_tokenizer_path()))
     cls = gm.text.Gemma4Tokenizer if cfg.arch.startswith("Gemma4") else gm.text.Gemma3Tokenizer
     return cls(path=os.fspath(Path(cfg.tokenizer)))
+
+
+def model_spec(cfg: ModelConfig) -> ModelSpec:
+    """Module and tokenizer for `cfg`, without building any weights (milliseconds)."""
+    return ModelSpec(name=cfg.name, model=module_for(cfg), tokenizer=_tokenizer(cfg))
 
 
 def _build(cfg: ModelConfig, *, seed: int, quant: str, mesh) -> LoadedModel:

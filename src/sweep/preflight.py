@@ -149,7 +149,10 @@ def topology_mismatch(topology: TopologyConfig, env: dict[str, Any]) -> str | No
 
 
 def build_request(config: Config, model, image: np.ndarray | None):
-    """The request every phase sends. Checks it fits the KV cache before any compile."""
+    """The request every phase sends. Checks it fits the KV cache before any compile.
+
+    `model`: a `models.ModelSpec` (module + tokenizer) is enough; no weights are needed.
+    """
     from sweep.engine import Request, prompt_tokens_with_images
 
     prompt = CHAT_TEMPLATE.format(prompt=config.mode.prompt)

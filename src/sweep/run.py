@@ -216,7 +216,7 @@ def _run(config: Config, record: dict[str, Any], ctx: dict[str, Any], trackers: 
     from sweep import tracking
     from sweep.engine import get_engine
     from sweep.env import collect_env, setup_compile_cache
-    from sweep.models import load_model
+    from sweep.models import load_model, model_spec
     from sweep.phases import run_phase
 
     problem = parallel_launcher_problem(ctx.get("launcher"), config.topology)
@@ -234,6 +234,9 @@ def _run(config: Config, record: dict[str, Any], ctx: dict[str, Any], trackers: 
     reason = preflight.topology_mismatch(config.topology, record["env"])
     if reason:
         raise SkipJob(reason)
+    # Sized against the KV cache from the module and tokenizer alone: a prompt + tokens that
+    # cannot fit fails here, not after the weights are built.
+    request = preflight.build_request(config, model_spec(config.model), image)
 
     t0 = time.perf_counter()
     _checkpoint("load", record, ctx)
@@ -244,7 +247,6 @@ def _run(config: Config, record: dict[str, Any], ctx: dict[str, Any], trackers: 
         mesh=preflight.make_mesh(config.topology),
     )
     load_s = time.perf_counter() - t0
-    request = preflight.build_request(config, model, image)
     engine, engine_reused = get_engine(
         config.engine.name, model, cache_length=config.engine.cache_length
     )
