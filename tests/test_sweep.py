@@ -87,8 +87,8 @@ def test_records_carry_the_process_peak_rss(quick_sweep):
 def test_compile_share_adds_up_the_records(quick_sweep):
     from sweep.callbacks import compile_share
 
-    share = compile_share(quick_sweep)
     recs = records(quick_sweep)
+    share = compile_share(recs)
     assert share["wall_s"] == pytest.approx(sum(r["wall_s"] for r in recs))
     compile_s = sum(r["phases"][p]["compile_s"] for r in recs for p in PHASES)
     assert share["compile_s"] == pytest.approx(compile_s)

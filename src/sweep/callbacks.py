@@ -98,13 +98,22 @@ def _swept_topologies(config: DictConfig) -> list[Any]:
 SWEEP_RESULTS: list[tuple[str, str, str]] = []
 
 
-def collect_statuses(sweep_dir: Path) -> list[tuple[str, str, str]]:
-    results = []
+def _read_sweep(sweep_dir: Path) -> list[tuple[Path, dict | RecordError]]:
+    """Each job's record (or why it could not be read), in job order."""
+    entries: list[tuple[Path, dict | RecordError]] = []
     for path in sorted(sweep_dir.glob(f"*/{RECORD_NAME}"), key=lambda p: _job_order(p.parent)):
         try:
-            record = read_record(path)
+            entries.append((path, read_record(path)))
         except RecordError as exc:
-            results.append((str(path.parent), "unreadable record", str(exc)))
+            entries.append((path, exc))
+    return entries
+
+
+def _statuses(entries: list[tuple[Path, dict | RecordError]]) -> list[tuple[str, str, str]]:
+    results = []
+    for path, record in entries:
+        if isinstance(record, RecordError):
+            results.append((str(path.parent), "unreadable record", str(record)))
             continue
         label = " ".join(record.get("sweep", {}).get("overrides") or []) or path.parent.name
         err = record.get("error") or {}
@@ -113,18 +122,14 @@ def collect_statuses(sweep_dir: Path) -> list[tuple[str, str, str]]:
     return results
 
 
-def compile_share(sweep_dir: Path) -> dict[str, float]:
+def compile_share(records: list[dict]) -> dict[str, float]:
     """Compile time (trace + lower + XLA, every phase) against job wall time, over a sweep.
 
     What a warm persistent compile cache can save at most: a sweep that is mostly decoding
     cannot get much faster from it, and the summary line says so with these figures.
     """
     total = {"compile_s": 0.0, "wall_s": 0.0, "cache_hits": 0, "cache_misses": 0}
-    for path in sweep_dir.glob(f"*/{RECORD_NAME}"):
-        try:
-            record = read_record(path)
-        except RecordError:
-            continue
+    for record in records:
         total["wall_s"] += record.get("wall_s") or 0.0
         for phase in (record.get("phases") or {}).values():
             for key in ("compile_s", "cache_hits", "cache_misses"):
@@ -147,11 +152,12 @@ class SweepCallback(Callback):
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         sweep_dir = Path(config.hydra.sweep.dir)
-        results = collect_statuses(sweep_dir)
+        entries = _read_sweep(sweep_dir)  # read once: statuses and the compile share
+        results = _statuses(entries)
         SWEEP_RESULTS[:] = results
         ok = sum(1 for _, status, _ in results if status == "ok")
         log.info("sweep %s: %d/%d job(s) ok", sweep_dir, ok, len(results))
-        share = compile_share(sweep_dir)
+        share = compile_share([r for _, r in entries if not isinstance(r, RecordError)])
         if share["wall_s"] > 0:
             log.info(
                 "compiling took %.1f s of %.1f s of job time (%.1f%%; compile cache: %d hit(s), "

@@ -136,7 +136,7 @@ def with_cpu_logits_table(params):
     as before. Only for one CPU device; an accelerator reads bf16 natively, and its memory is
     better spent on the KV cache.
     """
-    table = params.get("embedder", {}).get("input_embedding")
+    table = _embedding_table(params)
     if not isinstance(table, jax.Array) or table.ndim != 2:
         return params
     if not jnp.issubdtype(table.dtype, jnp.floating):  # a quantized table needs its scales
@@ -158,9 +158,13 @@ def _logits_from_table(next_fun, args, kwargs, context):
     return jnp.dot(x.astype(table_t.dtype), table_t).astype(x.dtype)
 
 
+def _embedding_table(params):
+    return params.get("embedder", {}).get("input_embedding")
+
+
 def _activation_dtype(params):
     """The model's dtype: that of its embedding table (not of the engine's extra leaf)."""
-    table = params.get("embedder", {}).get("input_embedding")
+    table = _embedding_table(params)
     return table.dtype if table is not None else jax.tree.leaves(params)[0].dtype
 
 

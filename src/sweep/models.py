@@ -140,14 +140,22 @@ def _tokenizer(cfg: ModelConfig):
     return cls(path=os.fspath(Path(cfg.tokenizer)))
 
 
+_SPECS: dict[tuple, ModelSpec] = {}
+
+
 def model_spec(cfg: ModelConfig) -> ModelSpec:
-    """Module and tokenizer for `cfg`, without building any weights (milliseconds)."""
-    return ModelSpec(name=cfg.name, model=module_for(cfg), tokenizer=_tokenizer(cfg))
+    """Module and tokenizer for `cfg`, without building any weights. One per process for the
+    current config: the preflight check and the weight build share the same tokenizer."""
+    key = dataclasses.astuple(cfg)
+    if key not in _SPECS:
+        _SPECS.clear()
+        _SPECS[key] = ModelSpec(name=cfg.name, model=module_for(cfg), tokenizer=_tokenizer(cfg))
+    return _SPECS[key]
 
 
 def _build(cfg: ModelConfig, *, seed: int, quant: str, mesh) -> LoadedModel:
-    model = module_for(cfg)
-    tokenizer = _tokenizer(cfg)
+    spec = model_spec(cfg)
+    model, tokenizer = spec.model, spec.tokenizer
     dtype = jnp.dtype(cfg.dtype)
     expected = param_shapes(model, dtype=dtype)
     if cfg.checkpoint:

@@ -61,7 +61,7 @@ def check_paths(config: Config) -> None:
             raise ConfigError("model.tokenizer", tok, "file not readable")
 
 
-def _gib(n: float) -> str:
+def gib(n: float) -> str:
     return f"{n / 2**30:.1f} GiB"
 
 
@@ -79,7 +79,7 @@ def fit_problem(config: Config) -> str | None:
         per_chip, chips, where = host_memory_bytes(), 1, "host memory"
     else:
         per_chip, chips = topo.hbm_bytes, topo.num_devices
-        where = f"HBM on topology={topo.name} ({chips} x {_gib(per_chip or 0)})"
+        where = f"HBM on topology={topo.name} ({chips} x {gib(per_chip or 0)})"
     if not per_chip:
         return None
     module = module_for(config.model)
@@ -101,9 +101,9 @@ def fit_problem(config: Config) -> str | None:
     usable = 0.9 * capacity  # XLA needs working space beyond weights and cache
     if weights + kv > usable:
         return (
-            f"model={config.model.name} needs {_gib(weights)} of weights + {_gib(kv)} of KV "
+            f"model={config.model.name} needs {gib(weights)} of weights + {gib(kv)} of KV "
             f"cache (batch {config.batch_size} x {config.engine.cache_length} positions) = "
-            f"{_gib(weights + kv)}, more than 90% of the {_gib(capacity)} of {where}"
+            f"{gib(weights + kv)}, more than 90% of the {gib(capacity)} of {where}"
         )
     return None
 

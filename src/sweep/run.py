@@ -308,12 +308,13 @@ def _headline(record: dict[str, Any]) -> str:
         f"ok: first token {bench['first_token_s']['median']:.4f} s, "
         f"decode {bench['decode_tokens_per_s']['median']:.1f} tok/s (medians), "
         f"warmup compiles {warm['compiles']} ({warm['compile_s']:.1f} s), "
-        f"job {record['wall_s']:.1f} s, process peak RSS {_gib(record['process_peak_rss_bytes'])}"
+        f"job {record['wall_s']:.1f} s, process peak RSS {_peak_rss(record)}"
     )
 
 
-def _gib(nbytes: int | None) -> str:
-    return "unknown" if nbytes is None else f"{nbytes / 2**30:.2f} GiB"
+def _peak_rss(record: dict[str, Any]) -> str:
+    peak = record["process_peak_rss_bytes"]
+    return "unknown" if peak is None else preflight.gib(peak)
 
 
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")
