@@ -94,3 +94,21 @@ def test_compile_share_adds_up_the_records(quick_sweep):
     assert share["compile_s"] == pytest.approx(compile_s)
     assert 0 < share["compile_s"] < share["wall_s"]
     assert share["cache_hits"] + share["cache_misses"] > 0  # the persistent cache was consulted
+
+
+def test_a_second_sweep_loads_its_programs_instead_of_tracing_them(quick_sweep, tmp_path):
+    """Same model and shapes as `quick_sweep`, a new process: the traced programs come from
+    disk (sweep/programs.py), and they generate the same text."""
+    proc = run_sweep(
+        tmp_path, "experiment=quick", "runs.benchmark=1", "tokens=8", "mode=text,image"
+    )
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    before = {(r["config"]["mode"]["name"], r["config"]["tokens"]): r for r in records(quick_sweep)}
+    again = records(tmp_path)
+    assert [r["status"] for r in again] == ["ok", "ok"]
+    # Text prefill + the decode loop, then the image prefill (the decode loop is shared).
+    assert [r["phases"]["warmup"]["program_hits"] for r in again] == [2, 1]
+    assert all(r["phases"][p]["program_misses"] == 0 for r in again for p in PHASES)
+    for r in again:
+        assert r["generated_text"] == before[(r["config"]["mode"]["name"], 8)]["generated_text"]
+    assert "stored programs: 3 loaded, 0 traced" in proc.stdout + proc.stderr

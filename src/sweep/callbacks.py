@@ -128,11 +128,12 @@ def compile_share(records: list[dict]) -> dict[str, float]:
     What a warm persistent compile cache can save at most: a sweep that is mostly decoding
     cannot get much faster from it, and the summary line says so with these figures.
     """
-    total = {"compile_s": 0.0, "wall_s": 0.0, "cache_hits": 0, "cache_misses": 0}
+    counts = ("cache_hits", "cache_misses", "program_hits", "program_misses")
+    total = {"compile_s": 0.0, "wall_s": 0.0, **dict.fromkeys(counts, 0)}
     for record in records:
         total["wall_s"] += record.get("wall_s") or 0.0
         for phase in (record.get("phases") or {}).values():
-            for key in ("compile_s", "cache_hits", "cache_misses"):
+            for key in ("compile_s", *counts):
                 total[key] += phase.get(key) or 0
     return total
 
@@ -161,12 +162,15 @@ class SweepCallback(Callback):
         if share["wall_s"] > 0:
             log.info(
                 "compiling took %.1f s of %.1f s of job time (%.1f%%; compile cache: %d hit(s), "
-                "%d miss(es)): a warm cache can shorten this sweep by at most that share",
+                "%d miss(es); stored programs: %d loaded, %d traced): a warm cache can shorten "
+                "this sweep by at most that share",
                 share["compile_s"],
                 share["wall_s"],
                 100 * share["compile_s"] / share["wall_s"],
                 share["cache_hits"],
                 share["cache_misses"],
+                share["program_hits"],
+                share["program_misses"],
             )
         from sweep import distributed
 

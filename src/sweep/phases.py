@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from sweep import programs
 from sweep.engine import Engine, Generation, Request
 from sweep.metrics import CostModel, run_metrics, summarize
 
@@ -32,8 +33,10 @@ _CACHE_MISS = "/jax/compilation_cache/cache_misses"
 class CompileStats:
     compiles: int = 0  # backend compiles, including ones served by the persistent cache
     compile_s: float = 0.0  # tracing + lowering + backend compile
-    cache_hits: int = 0
+    cache_hits: int = 0  # persistent XLA cache
     cache_misses: int = 0
+    program_hits: int = 0  # traced programs loaded from disk (sweep/programs.py)
+    program_misses: int = 0
 
 
 class _CompileMonitor:
@@ -64,6 +67,10 @@ class _CompileMonitor:
                 stats.cache_hits += 1
             elif event == _CACHE_MISS:
                 stats.cache_misses += 1
+            elif event == programs.HIT_EVENT:
+                stats.program_hits += 1
+            elif event == programs.MISS_EVENT:
+                stats.program_misses += 1
 
     @contextlib.contextmanager
     def watch(self):
@@ -127,6 +134,8 @@ def run_phase(
         "compile_s": stats.compile_s,
         "cache_hits": stats.cache_hits,
         "cache_misses": stats.cache_misses,
+        "program_hits": stats.program_hits,
+        "program_misses": stats.program_misses,
         "wall_s": time.perf_counter() - started,
     }
     return block, gen
