@@ -19,7 +19,7 @@ import pytest
 
 from sweep import merge
 from sweep.metrics import CostModel, run_metrics, summarize
-from sweep.record import run_key, write_record
+from sweep.record import PHASES, run_key, write_record
 from tests.conftest import REPO, records, sweep_env
 
 # Copied byte for byte from shared/seed/BENCHMARKS.seed.md.
@@ -62,10 +62,16 @@ def merge_here(cwd: Path, *inputs: Path, **kw) -> merge.MergeResult:
     )
 
 
-def table_rows(markdown: str) -> list[list[str]]:
-    """Rows of the first table (Inference Runs), split into cells."""
-    lines = markdown.split("\n## Inference Runs\n\n", 1)[1].split("\n\n", 1)[0].splitlines()
-    return [[c.strip() for c in line.strip("|").split(" | ")] for line in lines[2:]]
+def table_lines(markdown: str, section: str) -> list[list[str]]:
+    """A section's table (header, rule, rows), each line split into cells."""
+    body = markdown.split(f"\n## {section}\n\n", 1)[1]
+    table = body[body.index("| ") :].split("\n\n", 1)[0].splitlines()
+    return [[c.strip() for c in line.strip("|").split(" | ")] for line in table]
+
+
+def table_rows(markdown: str, section: str = "Inference Runs") -> list[list[str]]:
+    """Rows of a section's table (by default the first, Inference Runs), split into cells."""
+    return table_lines(markdown, section)[2:]
 
 
 def digest(root: Path) -> dict[str, str]:
@@ -161,6 +167,28 @@ def test_table_matches_seed_header_and_raw_samples(quick_sweep, tmp_path):
     for section in ("Percentiles", "Compile Time", "MBU / MFU", "Engine Comparison", "Plots"):
         assert f"## {section}" in md or f"## Benchmark {section}" in md
     assert "## Environment" in md and str(quick_sweep) in md
+
+
+def test_compile_table_sums_the_records_counts(quick_sweep, tmp_path):
+    assert merge_tool(tmp_path, quick_sweep).returncode == 0
+    md = (tmp_path / "BENCHMARKS.md").read_text()
+    columns, _, *rows = table_lines(md, "Compile Time")
+    recs = {(r["config"]["tokens"], r["config"]["mode"]["label"]): r for r in records(quick_sweep)}
+    assert len(rows) == len(recs) == 4
+    for row in rows:
+        cells = dict(zip(columns, row, strict=True))
+        phases = recs[(int(cells["Token Count"]), cells["Mode"])]["phases"]
+        for column, key in (
+            ("Cache Hits", "cache_hits"),
+            ("Cache Misses", "cache_misses"),
+            ("Programs Loaded", "program_hits"),
+            ("Programs Traced", "program_misses"),
+        ):
+            assert cells[column] == str(sum(phases[p][key] for p in PHASES)), column
+        assert cells["Warmup Compiles"] == str(phases["warmup"]["compiles"])
+    # One sweep process: the first text and image jobs get the 3 programs, the others reuse them.
+    programs = [columns.index("Programs Loaded"), columns.index("Programs Traced")]
+    assert sum(int(row[i]) for row in rows for i in programs) == 3
 
 
 def test_merge_is_deterministic_and_check_detects_staleness(quick_sweep, tmp_path):

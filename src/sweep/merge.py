@@ -562,17 +562,17 @@ def compile_table(jobs: list[Job]) -> Table:
         cells = _ident(job)
         for phase in PHASES:
             cells += [fmt(phases[phase].get("compiles")), fmt(phases[phase].get("compile_s"))]
-        hits = [phases[p].get("cache_hits") for p in PHASES]
-        misses = [phases[p].get("cache_misses") for p in PHASES]
-        cells.append(fmt(sum(hits)) if all(_is_int(h) for h in hits) else MISSING)
-        cells.append(fmt(sum(misses)) if all(_is_int(m) for m in misses) else MISSING)
+        for key in ("cache_hits", "cache_misses", "program_hits", "program_misses"):
+            counts = [phases[p].get(key) for p in PHASES]  # absent in older records
+            cells.append(fmt(sum(counts)) if all(_is_int(c) for c in counts) else MISSING)
         load_s = _get(job.record, "model", "load_s")
         cells.append(fmt(float(load_s)) if _is_real(load_s) else MISSING)
         rows.append(cells)
     return Table(
         "Compile Time",
         "XLA compiles (count and seconds) per phase; the benchmark and final phases must show 0. "
-        "Cache hits/misses of the persistent compilation cache, all phases together.",
+        "Cache hits/misses of the persistent compilation cache, and traced programs loaded from "
+        "disk or traced (sweep/programs.py), all phases together.",
         (
             *IDENT,
             "Warmup Compiles",
@@ -583,6 +583,8 @@ def compile_table(jobs: list[Job]) -> Table:
             "Final Compile s",
             "Cache Hits",
             "Cache Misses",
+            "Programs Loaded",
+            "Programs Traced",
             "Model Load s",
         ),
         rows,
