@@ -62,3 +62,19 @@ def test_greedy_prefix_is_stable_across_lengths(tiny):
     short = engine.generate(request("text", 5)).token_ids
     long = engine.generate(request("text", 20)).token_ids
     np.testing.assert_array_equal(short, long[:, :5])
+
+
+def test_decode_windows_give_the_tokens_of_full_attention(tiny):
+    """A 1024-slot cache is attended in windows (the first 256 slots, then all 1024). Crossing
+    the edge gives the tokens of gemma's Sampler, which attends to its whole cache."""
+    from sweep.engine import attention_windows
+
+    assert attention_windows(1024) == (256, 1024)
+    assert attention_windows(2048) == (256, 1024, 2048)
+    assert attention_windows(256) == (256,) and attention_windows(100) == (100,)
+    req = request("text", 300)  # the prompt plus 300 tokens runs past slot 256
+    fused = FusedEngine(tiny, cache_length=1024).generate(req)
+    sampler = SamplerEngine(tiny, cache_length=1024).generate(req)
+    assert fused.new_tokens == 300 and fused.prompt_tokens + 300 > 256
+    assert len(set(fused.token_ids[0].tolist())) > 10  # not one token repeated
+    np.testing.assert_array_equal(fused.token_ids, sampler.token_ids)

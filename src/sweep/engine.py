@@ -213,38 +213,89 @@ def _prefill(model, cache_length, params, tokens, images, forbidden):
         return_last_only=True,
     )
     full = model.config.init_cache(batch_size=batch, dtype=dtype, cache_length=cache_length)
-    cache = {
-        name: dict(
-            k=jax.lax.dynamic_update_slice(full[name]["k"], layer["k"], (0, 0, 0, 0)),
-            v=jax.lax.dynamic_update_slice(full[name]["v"], layer["v"], (0, 0, 0, 0)),
-            positions=jax.lax.dynamic_update_slice(
-                full[name]["positions"], layer["positions"], (0, 0)
-            ),
-            end_index=layer["end_index"],
-        )
-        for name, layer in out.cache.items()
-    }
+    cache = _write_prefix(full, out.cache)
     return _greedy(out.logits, forbidden), cache, jnp.full((batch,), length, jnp.int32)
+
+
+# The decode loop attends to a prefix of the cache that grows with the position (256, 1024,
+# 4096... slots, then the whole cache) instead of all `cache_length` slots on every step.
+_FIRST_WINDOW = 256
+_WINDOW_GROWTH = 4
+
+
+def attention_windows(cache_length: int) -> tuple[int, ...]:
+    """The cache prefixes the decode loop attends to, smallest first; the last is the cache."""
+    windows = []
+    window = _FIRST_WINDOW
+    while window < cache_length:
+        windows.append(window)
+        window *= _WINDOW_GROWTH
+    return (*windows, cache_length)
 
 
 def _decode(model, params, first, cache, pos, steps, forbidden):
     """Generate `steps` (dynamic) more tokens greedily after `first`.
 
-    Returns a [B, cache_length] buffer whose first `steps` columns are the tokens, the number of
-    steps run, and the final cache (returned so that the donated input cache is updated in
-    place). One compiled program serves every token count.
+    Returns a [B, cache_length] buffer whose first columns are the tokens, the number of steps
+    run, and the final cache (returned so that the donated input cache is updated in place).
+    One compiled program serves every token count.
+
+    Steps run in one loop per attention window: while every position fits in the first 256
+    slots, gemma's attention reads only those, then 1024, and so on. The slots past the
+    position are masked out either way, so the tokens are the same; the work per step follows
+    the tokens generated instead of the cache size.
     """
     batch = first.shape[0]
-    out = jnp.zeros((batch, _cache_length(cache)), jnp.int32)
+    length = _cache_length(cache)
+    out = jnp.zeros((batch, length), jnp.int32)
+    tok, done = first, jnp.zeros((), jnp.int32)
+    for window in attention_windows(length):
+        # The steps whose new token still gets a slot inside this window.
+        n = jnp.clip(jnp.minimum(steps - done, window - jnp.max(pos)), 0)
+        view = _cache_prefix(cache, window)
 
-    def body(i, carry):
-        tok, cache, pos, out = carry
-        nxt, cache, pos = decode_step(model, params, tok, cache, pos, forbidden)
-        out = jax.lax.dynamic_update_slice(out, nxt[:, None], (0, i))
-        return nxt, cache, pos + 1, out
+        def body(i, carry, start=done):
+            tok, view, pos, out = carry
+            nxt, view, pos = decode_step(model, params, tok, view, pos, forbidden)
+            out = jax.lax.dynamic_update_slice(out, nxt[:, None], (0, start + i))
+            return nxt, view, pos + 1, out
 
-    _, cache, _, out = jax.lax.fori_loop(0, steps, body, (first, cache, pos, out))
-    return out, steps, cache
+        tok, view, pos, out = jax.lax.fori_loop(0, n, body, (tok, view, pos, out))
+        cache = _write_prefix(cache, view)
+        done = done + n
+    return out, done, cache
+
+
+def _cache_prefix(cache, window: int):
+    """The first `window` slots of every layer's cache (the cache itself when it is that long)."""
+    if window == _cache_length(cache):
+        return cache
+    return {
+        name: dict(
+            k=layer["k"][:, :window],
+            v=layer["v"][:, :window],
+            positions=layer["positions"][:, :window],
+            end_index=layer["end_index"],
+        )
+        for name, layer in cache.items()
+    }
+
+
+def _write_prefix(cache, view):
+    """`cache` with its first slots replaced by `view` (a prefix from `_cache_prefix`)."""
+    if _cache_length(view) == _cache_length(cache):
+        return view
+    return {
+        name: dict(
+            k=jax.lax.dynamic_update_slice(layer["k"], view[name]["k"], (0, 0, 0, 0)),
+            v=jax.lax.dynamic_update_slice(layer["v"], view[name]["v"], (0, 0, 0, 0)),
+            positions=jax.lax.dynamic_update_slice(
+                layer["positions"], view[name]["positions"], (0, 0)
+            ),
+            end_index=view[name]["end_index"],
+        )
+        for name, layer in cache.items()
+    }
 
 
 def _cache_length(cache) -> int:
