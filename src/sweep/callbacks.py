@@ -16,7 +16,7 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
-from sweep.record import RECORD_NAME, RecordError, read_record
+from sweep.record import PHASE_CACHE_COUNTS, RECORD_NAME, RecordError, read_record
 
 log = logging.getLogger("sweep")
 
@@ -128,12 +128,11 @@ def compile_share(records: list[dict]) -> dict[str, float]:
     What a warm persistent compile cache can save at most: a sweep that is mostly decoding
     cannot get much faster from it, and the summary line says so with these figures.
     """
-    counts = ("cache_hits", "cache_misses", "program_hits", "program_misses")
-    total = {"compile_s": 0.0, "wall_s": 0.0, **dict.fromkeys(counts, 0)}
+    total = {"compile_s": 0.0, "wall_s": 0.0, **dict.fromkeys(PHASE_CACHE_COUNTS, 0)}
     for record in records:
         total["wall_s"] += record.get("wall_s") or 0.0
         for phase in (record.get("phases") or {}).values():
-            for key in ("compile_s", *counts):
+            for key in ("compile_s", *PHASE_CACHE_COUNTS):
                 total[key] += phase.get(key) or 0
     return total
 

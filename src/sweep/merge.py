@@ -37,6 +37,7 @@ from typing import Any
 
 from sweep import metrics
 from sweep.record import (
+    PHASE_CACHE_COUNTS,
     PHASES,
     RECORD_NAME,
     RecordError,
@@ -562,7 +563,7 @@ def compile_table(jobs: list[Job]) -> Table:
         cells = _ident(job)
         for phase in PHASES:
             cells += [fmt(phases[phase].get("compiles")), fmt(phases[phase].get("compile_s"))]
-        for key in ("cache_hits", "cache_misses", "program_hits", "program_misses"):
+        for key in PHASE_CACHE_COUNTS:
             counts = [phases[p].get(key) for p in PHASES]  # absent in older records
             cells.append(fmt(sum(counts)) if all(_is_int(c) for c in counts) else MISSING)
         load_s = _get(job.record, "model", "load_s")

@@ -130,12 +130,7 @@ def run_phase(
     block = {
         "runs": samples,
         "summary": summarize(samples),
-        "compiles": stats.compiles,
-        "compile_s": stats.compile_s,
-        "cache_hits": stats.cache_hits,
-        "cache_misses": stats.cache_misses,
-        "program_hits": stats.program_hits,
-        "program_misses": stats.program_misses,
+        **dataclasses.asdict(stats),  # compiles, compile_s, then PHASE_CACHE_COUNTS
         "wall_s": time.perf_counter() - started,
     }
     return block, gen

@@ -17,6 +17,8 @@ SCHEMA_VERSION = 1
 RECORD_NAME = "metrics.json"
 STATUSES = ("ok", "failed", "oom", "skipped", "crashed", "interrupted")
 PHASES = ("warmup", "benchmark", "final")
+# Counts in every phase block: persistent XLA cache, then stored programs (sweep/programs.py).
+PHASE_CACHE_COUNTS = ("cache_hits", "cache_misses", "program_hits", "program_misses")
 REQUIRED_KEYS = (
     "schema_version",
     "status",

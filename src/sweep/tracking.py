@@ -40,7 +40,7 @@ from pathlib import Path
 from typing import Any
 
 from sweep.metrics import RUN_METRICS, STATS
-from sweep.record import PHASES, RECORD_NAME, read_record, write_record
+from sweep.record import PHASE_CACHE_COUNTS, PHASES, RECORD_NAME, read_record, write_record
 
 log = logging.getLogger("sweep")
 
@@ -53,15 +53,7 @@ _PROXY_VARS = ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PR
 _SECRET_KEY = re.compile(
     r"(api[_-]?key|secret|passw|credential|auth|cookie|(^|[_\-])token$|(^|[_\-])key$)", re.I
 )
-_PHASE_BLOCK_KEYS = (
-    "compiles",
-    "compile_s",
-    "cache_hits",
-    "cache_misses",
-    "program_hits",
-    "program_misses",
-    "wall_s",
-)
+_PHASE_BLOCK_KEYS = ("compiles", "compile_s", *PHASE_CACHE_COUNTS, "wall_s")
 _TABLE_EXTRA = ("new_tokens", "prompt_tokens", "batch_size")
 _SUMMARY_COLUMNS = (
     "first_token_s_mean",
