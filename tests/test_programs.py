@@ -82,3 +82,10 @@ def test_the_file_key_follows_every_input_that_changes_the_program(tiny, store):
         engine._prefill.path_for(store, wider),  # dtype
     }
     assert path not in others and len(others) == 4
+
+
+def test_the_file_key_is_hashed_when_the_engine_is_built_not_in_the_first_request(tiny, store):
+    # Hashing gemma's sources takes ~20 ms: it must not land in the first request's TTFT.
+    programs._toolchain_key.cache_clear()
+    FusedEngine(tiny, cache_length=CACHE)
+    assert programs._toolchain_key.cache_info().currsize == 1

@@ -133,6 +133,11 @@ class StoredProgram:
         self._plain = jax.jit(fn, donate_argnums=donate_argnums)
         self._by_call: dict[tuple, Callable] = {}  # `_call_key(args)` -> jitted program
         self._broken = False
+        # The file key's fixed parts, now rather than in the first request's timed window
+        # (hashing gemma's sources takes about 20 ms): they depend on the process, not the call.
+        self._code = _code_key(fn)
+        if programs_dir() is not None:
+            _toolchain_key()
 
     def __call__(self, *args):
         directory = None if self._broken else programs_dir()
@@ -145,7 +150,7 @@ class StoredProgram:
         return program(*args)
 
     def path_for(self, directory: Path, sig: tuple) -> Path:
-        key = "\n".join((_toolchain_key(), _code_key(self._fn), self._static_key, *sig))
+        key = "\n".join((_toolchain_key(), self._code, self._static_key, *sig))
         digest = hashlib.sha256(key.encode()).hexdigest()[:32]
         return directory / f"{self.name}-{digest}{SUFFIX}"
 
