@@ -429,7 +429,10 @@ def test_multirun_merges_on_end_with_a_skipped_job(tmp_path):
     proc = subprocess.run(
         args, cwd=tmp_path, env=sweep_env(), capture_output=True, text=True, timeout=600
     )
-    assert proc.returncode == 1, proc.stderr[-3000:]  # the v6e-1 job is skipped on CPU
+    # The v6e-1 job is skipped on CPU: listed, but not a failure (README: exit codes).
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "1 of 2 job(s) did not end ok" in proc.stderr
+    assert "skipped: experiment=quick tokens=4 runs.benchmark=2 topology=v6e-1" in proc.stderr
     rows = table_rows((tmp_path / "BENCHMARKS.md").read_text())
     assert len(rows) == 6
     assert sum("status=skipped: SkipJob" in r[14] for r in rows) == 3
