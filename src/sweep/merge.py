@@ -29,7 +29,6 @@ import logging
 import math
 import os
 import sys
-import tempfile
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -44,6 +43,7 @@ from sweep.record import (
     read_record,
     run_key,
     validate_record,
+    write_bytes_atomically,
 )
 
 log = logging.getLogger("sweep")
@@ -1077,7 +1077,7 @@ def merge(
                 if str(path) not in result.stale:
                     result.stale.append(str(path))
             else:
-                _write_bytes(path, blob)
+                write_bytes_atomically(path, blob)
                 result.written.append(str(path))
     return result
 
@@ -1087,22 +1087,6 @@ def _read(path: Path) -> bytes | None:
         return path.read_bytes()
     except OSError:
         return None
-
-
-def _write_bytes(path: Path, data: bytes) -> None:
-    """Atomic: temp file in the same dir, fsync, os.replace."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 @contextlib.contextmanager

@@ -19,15 +19,15 @@ import functools
 import hashlib
 import inspect
 import logging
-import os
 import sys
-import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import jax
 from jax import export
+
+from sweep.record import write_bytes_atomically
 
 log = logging.getLogger("sweep")
 
@@ -167,7 +167,10 @@ class StoredProgram:
                 self._broken = True
                 return self._plain
             jax.monitoring.record_event(MISS_EVENT)
-            _write_atomically(path, exported.serialize())
+            try:  # a read-only cache dir must not fail the job
+                write_bytes_atomically(path, exported.serialize())
+            except OSError as exc:
+                log.warning("cannot store program %s (%s)", path, exc)
         return jax.jit(exported.call, donate_argnums=self._donate)
 
 
@@ -184,19 +187,3 @@ def _load(path: Path) -> export.Exported | None:
     except Exception as exc:  # a truncated or foreign file: trace again and overwrite it
         log.warning("stored program %s is unreadable (%s); tracing again", path, exc)
         return None
-
-
-def _write_atomically(path: Path, data: bytes | bytearray) -> None:
-    """Temp file in the same dir, then rename: a concurrent reader never sees half a file."""
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-    except OSError as exc:  # a read-only cache dir must not fail the job
-        log.warning("cannot store program %s (%s)", path, exc)

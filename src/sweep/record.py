@@ -67,11 +67,18 @@ def write_record(path: str | os.PathLike, record: dict[str, Any]) -> Path:
     """Atomically write `record` as JSON. Raises ValueError on NaN/inf (a counting bug)."""
     path = Path(path)
     data = json.dumps(record, indent=2, sort_keys=True, allow_nan=False) + "\n"
+    write_bytes_atomically(path, data.encode("utf-8"))
+    _fsync_dir(path.parent)
+    return path
+
+
+def write_bytes_atomically(path: Path, data: bytes | bytearray) -> None:
+    """Temp file in the same dir, fsync, `os.replace`: a reader sees the old file or the new."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            os.fchmod(f.fileno(), 0o644)  # mkstemp's 0600 would hide records from other users
+        with os.fdopen(fd, "wb") as f:
+            os.fchmod(f.fileno(), 0o644)  # mkstemp's 0600 would hide files from other users
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
@@ -79,8 +86,6 @@ def write_record(path: str | os.PathLike, record: dict[str, Any]) -> Path:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-    _fsync_dir(path.parent)
-    return path
 
 
 def _fsync_dir(directory: Path) -> None:

@@ -11,8 +11,9 @@ from __future__ import annotations
 import io
 import os
 import random
-import tempfile
 from pathlib import Path
+
+from sweep.record import write_bytes_atomically
 
 # Bump when the training recipe changes: it names the cached file.
 TOKENIZER_VERSION = 1
@@ -37,14 +38,7 @@ def local_tokenizer_path() -> Path:
     """Path of the local tokenizer, built on first use. Safe under concurrent jobs."""
     path = cache_dir() / "tokenizer" / f"gemma3_local_v{TOKENIZER_VERSION}.model"
     if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        data = build_tokenizer_bytes()
-        fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
+        write_bytes_atomically(path, build_tokenizer_bytes())
     return path
 
 
