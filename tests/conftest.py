@@ -59,6 +59,16 @@ def _isolated_caches(tmp_path_factory):
     yield
 
 
+@pytest.fixture(scope="module")
+def tiny():
+    """The embedded tiny model, random-init (seed 0), built in-process."""
+    from sweep.config import ModelConfig
+    from sweep.models import load_model
+
+    model, _ = load_model(ModelConfig(name="tiny", arch="tiny"), seed=0)
+    return model
+
+
 @pytest.fixture(scope="session")
 def quick_sweep(tmp_path_factory) -> Path:
     """One real 4-job sweep (text/image x 2 token counts), shared by every test that reads

@@ -5,20 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from sweep.config import ModelConfig
 from sweep.engine import FusedEngine, Request, SamplerEngine, StreamEngine
 from sweep.phases import compile_monitor
 from sweep.preflight import CHAT_TEMPLATE, load_image
 
 CACHE = 256
-
-
-@pytest.fixture(scope="module")
-def tiny():
-    from sweep.models import load_model
-
-    model, _ = load_model(ModelConfig(name="tiny", arch="tiny"), seed=0)
-    return model
 
 
 def request(mode: str, tokens: int) -> Request:

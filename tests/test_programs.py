@@ -9,18 +9,9 @@ import numpy as np
 import pytest
 
 from sweep import programs
-from sweep.config import ModelConfig
 from sweep.engine import FusedEngine
 from sweep.phases import compile_monitor
 from tests.test_engines import CACHE, request
-
-
-@pytest.fixture(scope="module")
-def tiny():
-    from sweep.models import load_model
-
-    model, _ = load_model(ModelConfig(name="tiny", arch="tiny"), seed=0)
-    return model
 
 
 @pytest.fixture
