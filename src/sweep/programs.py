@@ -127,7 +127,6 @@ class StoredProgram:
         donate_argnums: tuple[int, ...] = (),
     ) -> None:
         self.name = name
-        self._fn = fn
         self._static_key = static_key
         self._donate = donate_argnums
         self._plain = jax.jit(fn, donate_argnums=donate_argnums)
