@@ -133,3 +133,12 @@ def test_bad_record_files_say_why(tmp_path, content, reason):
     path.write_text(content)
     with pytest.raises(RecordError, match=reason):
         read_record(path)
+
+
+def test_the_bandwidth_probe_is_the_decodes_size_within_bounds():
+    from sweep.env import PROBE_MAX_BYTES, PROBE_STEP_BYTES, probe_bytes_for
+
+    assert probe_bytes_for(1) == PROBE_STEP_BYTES
+    assert probe_bytes_for(33_700_000) == 36 * 2**20  # rounded up to whole 4 MiB steps
+    assert probe_bytes_for(36 * 2**20) == 36 * 2**20
+    assert probe_bytes_for(536_000_000) == PROBE_MAX_BYTES  # 270M: DRAM, not the caches

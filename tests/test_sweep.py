@@ -84,6 +84,19 @@ def test_records_carry_the_process_peak_rss(quick_sweep):
     assert peaks == sorted(peaks)  # one process ran the jobs in order: the peak only grows
 
 
+def test_cpu_bandwidth_is_probed_over_a_buffer_the_size_of_the_decoded_weights(quick_sweep):
+    """The tiny model's 32 MiB of embeddings sit partly in the caches: against a DRAM-sized
+    probe its float32 decode measured MBU 1.01 and the job failed."""
+    from sweep.env import probe_bytes_for
+
+    for rec in records(quick_sweep):
+        weight_bytes = rec["cost_model"]["decode_weight_bytes"]
+        assert 32 * 2**20 < weight_bytes < 40 * 2**20  # the embedding table dominates
+        assert rec["env"]["cpu_read_probe_bytes"] == probe_bytes_for(weight_bytes) == 36 * 2**20
+        assert rec["cost_model"]["peak_bytes_per_s"] == rec["env"]["cpu_read_bytes_per_s"]
+        assert 0 < rec["phases"]["benchmark"]["summary"]["mbu"]["max"] <= 1
+
+
 def test_compile_share_adds_up_the_records(quick_sweep):
     from sweep.callbacks import compile_share
 

@@ -101,25 +101,47 @@ def setup_compile_cache(cache_dir: str | None) -> None:
     _cache_dir_set = cache_dir
 
 
-@functools.cache
-def probe_read_bandwidth(nbytes: int = 256 * 2**20, repeats: int = 5) -> float:
-    """Bytes/s the host reads, the best of two jitted read patterns (best of `repeats` each).
+PROBE_MAX_BYTES = 256 * 2**20  # 8x the 32 MiB L3 seen here: caches cannot flatter it
+PROBE_STEP_BYTES = 4 * 2**20
 
-    A reduction and a float32 matvec (the decode's own pattern, which XLA may spread over
-    threads) over 256 MiB, 8x the 32 MiB L3 seen here, so caches do not flatter it. The faster
-    one is the peak: a decode must never be measured above it. Probed once per process.
+
+def probe_bytes_for(working_set_bytes: int) -> int:
+    """The probe's buffer size for a decode that reads `working_set_bytes` per step.
+
+    The decode's own size (rounded up to 4 MiB), capped at PROBE_MAX_BYTES: a model that fits
+    in the caches, or nearly (the tiny one: 32 MiB of bf16 embeddings), is read faster than
+    DRAM, and measured against a DRAM-sized probe its MBU could pass 100%.
     """
+    rounded = -(-working_set_bytes // PROBE_STEP_BYTES) * PROBE_STEP_BYTES
+    return max(PROBE_STEP_BYTES, min(PROBE_MAX_BYTES, rounded))
+
+
+@functools.cache
+def probe_read_bandwidth(nbytes: int = PROBE_MAX_BYTES) -> float:
+    """Bytes/s the host reads from an `nbytes` buffer, the best of three jitted read patterns.
+
+    A reduction, a float32 matrix-vector and a vector-matrix product (the decode's own
+    patterns, which XLA may spread over threads), each timed over at least 1.25 GiB in all
+    (5 reads of 256 MiB, more of a smaller buffer). The fastest read is the peak: a decode must
+    never be measured above it. Probed once per process and size.
+    """
+    if nbytes % PROBE_STEP_BYTES:
+        raise ValueError(f"probe size {nbytes} is not a multiple of {PROBE_STEP_BYTES} bytes")
+    repeats = 5 * PROBE_MAX_BYTES // nbytes
     x = jnp.ones((nbytes // 4,), jnp.float32)
-    m = x.reshape(-1, 1024)
-    v = jnp.ones((1024,), jnp.float32)
+    patterns = (
+        (jax.jit(jnp.sum), (x,)),
+        (jax.jit(jnp.dot), (x.reshape(-1, 1024), jnp.ones((1024,), jnp.float32))),
+        (jax.jit(jnp.dot), (jnp.ones((256,), jnp.float32), x.reshape(256, -1))),
+    )
     best = float("inf")
-    for fn, args in ((jax.jit(jnp.sum), (x,)), (jax.jit(jnp.dot), (m, v))):
+    for fn, args in patterns:
         fn(*args).block_until_ready()  # compile outside the timing
         for _ in range(repeats):
             start = time.perf_counter()
             fn(*args).block_until_ready()
             best = min(best, time.perf_counter() - start)
-    del x, m
+    del x, patterns
     return nbytes / best
 
 

@@ -605,7 +605,10 @@ def utilization_table(jobs: list[Job]) -> Table:
         cost = job.record.get("cost_model") or {}
         peak_bw, peak_flops = cost.get("peak_bytes_per_s"), cost.get("peak_flops")
         topo_bw = _get(job.record, "config", "topology", "peak_hbm_bytes_per_s")
+        probe_bytes = _get(job.record, "env", "cpu_read_probe_bytes")
         source = "topology" if topo_bw else "measured host read"
+        if not topo_bw and _is_real(probe_bytes):
+            source += f" ({probe_bytes / 2**20:.0f} MiB)"
         rows.append(
             [
                 *_ident(job),

@@ -180,7 +180,7 @@ def build_request(config: Config, model, image: np.ndarray | None):
 
 def cost_model(model, topology: TopologyConfig, env: dict[str, Any]) -> CostModel:
     """Bytes and FLOPs per request for MBU/MFU, with the topology's (or probed) peaks."""
-    from sweep.env import probe_read_bandwidth
+    from sweep.env import probe_bytes_for, probe_read_bandwidth
 
     params = model.params
     vision_bytes = model.image_encoder_bytes()
@@ -203,16 +203,19 @@ def cost_model(model, topology: TopologyConfig, env: dict[str, Any]) -> CostMode
         else:
             kv_global += per_pos
 
+    decode_weight_bytes = model.param_bytes - vision_bytes
     if topology.platform == "cpu":
-        peak_bytes = probe_read_bandwidth()
+        probe_bytes = probe_bytes_for(decode_weight_bytes)
+        peak_bytes = probe_read_bandwidth(probe_bytes)
         peak_flops = topology.peak_bf16_flops
         env["cpu_read_bytes_per_s"] = peak_bytes
+        env["cpu_read_probe_bytes"] = probe_bytes
     else:
         chips = topology.num_devices
         peak_bytes = topology.peak_hbm_bytes_per_s and topology.peak_hbm_bytes_per_s * chips
         peak_flops = topology.peak_bf16_flops and topology.peak_bf16_flops * chips
     return CostModel(
-        decode_weight_bytes=model.param_bytes - vision_bytes,
+        decode_weight_bytes=decode_weight_bytes,
         kv_bytes_per_position_global=kv_global,
         kv_bytes_per_position_local=kv_local,
         sliding_window=window,
