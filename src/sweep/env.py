@@ -117,7 +117,7 @@ def probe_bytes_for(working_set_bytes: int) -> int:
 
 
 @functools.cache
-def probe_read_bandwidth(nbytes: int = PROBE_MAX_BYTES) -> float:
+def probe_read_bandwidth(nbytes: int) -> float:
     """Bytes/s the host reads from an `nbytes` buffer, the best of three jitted read patterns.
 
     A reduction, a float32 matrix-vector and a vector-matrix product (the decode's own
