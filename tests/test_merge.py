@@ -7,6 +7,7 @@ import base64
 import copy
 import hashlib
 import json
+import re
 import shutil
 import statistics
 import subprocess
@@ -146,9 +147,11 @@ def test_table_matches_seed_header_and_raw_samples(quick_sweep, tmp_path):
         assert row[4] == "cpu"
         image = "image_used=True" in row[14]
         rec = by_id[(int(row[5]), "image" if image else "text")]
-        assert row[3] == ("Final Output" if row[2] == "final" else rec["config"]["mode"]["label"])
-        assert row[14] == f"image_used={image}; model=tiny"
-        runs = rec["phases"][row[2]]["runs"]
+        assert row[3] == rec["config"]["mode"]["label"]  # final rows too
+        block = rec["phases"][row[2]]
+        warmup = "" if row[2] != "warmup" else f"; {merge.warmup_note(block)}"
+        assert row[14] == f"image_used={image}; model=tiny{warmup}"
+        runs = block["runs"]
         assert row[6] == "1" and row[7] == str(len(runs))
         # Recomputed here from the raw samples, independently of sweep.metrics.
         total = [r["total_s"] for r in runs]
@@ -161,9 +164,14 @@ def test_table_matches_seed_header_and_raw_samples(quick_sweep, tmp_path):
             statistics.fmean(post),
             statistics.fmean(n / t for n, t in zip(new, total, strict=True)),
             statistics.fmean((n - 1) / p for n, p in zip(new, post, strict=True)),
-            statistics.fmean(1 / f for f in first),
+            statistics.fmean(r["batch_size"] / r["first_token_s"] for r in runs),
         ]
         assert row[8:14] == [f"{v:.4f}" for v in expect]
+    # One sweep process: the first job compiles (cold, or from the persistent cache when an
+    # earlier test warmed it), a later one reuses the process's programs.
+    notes = [r[14] for r in rows if r[2] == "warmup"]
+    assert any(re.search(r"warmup=(cold|warm) \(\d+ compiles?", n) for n in notes), notes
+    assert any(n.endswith("warmup=warm (no compile)") for n in notes), notes
     for section in ("Percentiles", "Compile Time", "MBU / MFU", "Engine Comparison", "Plots"):
         assert f"## {section}" in md or f"## Benchmark {section}" in md
     assert "## Environment" in md and str(quick_sweep) in md
@@ -258,6 +266,100 @@ def test_bad_files_warn_once_each_and_the_rest_merges(quick_sweep, tmp_path):
     assert "NaN" in next(w for w in warnings if "bad-nan" in w)
     assert len(table_rows((tmp_path / "BENCHMARKS.md").read_text())) == 12
     assert merge_tool(tmp_path, "--allow-bad", root).returncode == 0
+
+
+def test_any_exception_reading_a_file_skips_only_that_file(quick_sweep, tmp_path):
+    root = copy_sweep(quick_sweep, tmp_path / "in")
+    deep = root / "deep" / "metrics.json"  # json.loads raises RecursionError on this
+    deep.parent.mkdir()
+    deep.write_text("[" * 100_000)
+    latin = root / "latin1" / "metrics.json"
+    latin.parent.mkdir()
+    latin.write_bytes(b'{"schema_version": 1, "status": "\xe9t\xe9"}')
+    odd = copy.deepcopy(records(quick_sweep)[0])
+    odd["cost_model"]["peak_bytes_per_s"] = "fast"  # a string where arithmetic needs a number
+    write_record(root / "oddcost" / "metrics.json", new_identity(odd, tokens=64))
+    warnings = []
+    result = merge.merge(
+        [root],
+        store=tmp_path / "out" / "metrics.json",
+        markdown=tmp_path / "BENCHMARKS.md",
+        plots_dir=tmp_path / "out",
+        warn=warnings.append,
+    )
+    assert len(warnings) == len(result.skipped) == 3, warnings
+    reasons = dict(result.skipped)
+    assert "RecursionError" in reasons[str(deep)] or "nest" in reasons[str(deep)]
+    assert str(latin) in reasons
+    assert "cost_model.peak_bytes_per_s" in reasons[str(root / "oddcost" / "metrics.json")]
+    for path in reasons:
+        [line] = [w for w in warnings if w.startswith(f"skipped {path}: ")]
+        assert "\n" not in line
+    assert result.records == 4 and md_rows(tmp_path) == 12
+
+    # The same file as the store itself: unreadable, never overwritten.
+    store = tmp_path / "store" / "metrics.json"
+    store.parent.mkdir()
+    store.write_text("[" * 100_000)
+    with pytest.raises(merge.StoreError, match="unreadable store"):
+        merge.read_store(store)
+    assert not merge._is_store(store)
+
+
+@pytest.mark.parametrize(
+    ("block", "note"),
+    [
+        (
+            {"compiles": 0, "compile_s": 0.0, "cache_hits": 0, "cache_misses": 0},
+            "warm (no compile)",
+        ),
+        (
+            {"compiles": 2, "compile_s": 0.4, "cache_hits": 0, "cache_misses": 2},
+            "cold (2 compiles, 0.40 s)",
+        ),
+        ({"compiles": 1, "compile_s": 0.05}, "cold (1 compile, 0.05 s)"),  # before cache counts
+        (
+            {"compiles": 3, "compile_s": 1.5, "cache_hits": 0, "cache_misses": 0},
+            "cold (3 compiles, 1.50 s)",
+        ),
+        (
+            {"compiles": 2, "compile_s": 0.1, "cache_hits": 2, "cache_misses": 0},
+            "warm (2 compiles from the persistent cache, 0.10 s)",
+        ),
+        (
+            {"compiles": 3, "compile_s": 2.0, "cache_hits": 1, "cache_misses": 2},
+            "cold (3 compiles, 1 from the persistent cache, 2.00 s)",
+        ),
+        ({"runs": []}, None),  # a record from before compile counts: no note
+    ],
+)
+def test_warmup_notes_say_cold_or_warm(block, note):
+    assert merge.warmup_note(block) == (f"warmup={note}" if note else None)
+
+
+def test_derived_first_token_runs_merge_without_negative_rates(quick_sweep, tmp_path):
+    rec = new_identity(records(quick_sweep)[0], engine__name="sampler")
+    for block in rec["phases"].values():
+        for run in block["runs"]:
+            # As gemma's Sampler at 1-2 tokens: the separately timed first token is slower.
+            run["first_token_s"] = run["total_s"] * 1.25
+            run["first_token_derived"] = True
+            run["new_tokens"] = 2
+    write_record(tmp_path / "s" / "0" / "metrics.json", rec)
+    result = merge_here(tmp_path, tmp_path / "s")
+    assert not result.skipped and result.records == 1
+    rows = table_rows((tmp_path / "BENCHMARKS.md").read_text())
+    assert len(rows) == 3
+    for row in rows:
+        assert row[10] == "—"  # Avg Post-First s: a negative split of two requests is null
+        assert row[12] == "—"  # and so is any decode rate
+        assert all(not cell.startswith("-") for cell in row[8:14])  # no negative cell
+    job = merge.job_from_record(rec)
+    assert all(r["mbu"] is None for runs in job.runs.values() for r in runs)
+
+    rec["phases"]["benchmark"]["runs"][0]["first_token_derived"] = "yes"
+    with pytest.raises(merge.RecordError, match="first_token_derived"):
+        merge.job_from_record(rec)
 
 
 def test_rerun_replaces_its_rows(quick_sweep, tmp_path):

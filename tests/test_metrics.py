@@ -8,7 +8,14 @@ import math
 import numpy as np
 import pytest
 
-from sweep.metrics import CostModel, MetricError, describe, run_metrics, summarize
+from sweep.metrics import (
+    CostModel,
+    MetricError,
+    decode_bytes,
+    describe,
+    run_metrics,
+    summarize,
+)
 from sweep.record import RecordError, read_record, write_record
 
 
@@ -28,6 +35,7 @@ def test_batched_figures_count_every_sequence():
     assert run["decode_tokens_per_s"] == pytest.approx(4 * 30 / 1.5)
     assert run["decode_tokens_per_s_per_seq"] == pytest.approx(30 / 1.5)
     assert run["prefill_tokens_per_s"] == pytest.approx(4 * 20 / 0.5)
+    assert run["pre_first_tokens_per_s"] == pytest.approx(4 / 0.5)  # the batch's first tokens
 
 
 def test_one_token_has_no_decode_rate_rather_than_a_nan():
@@ -58,6 +66,105 @@ def test_mbu_counts_weights_and_the_kv_actually_attended():
     bytes_per_step = 1_000_000 + 100 * mean_positions + 100 * 8
     assert run["mbu"] == pytest.approx(bytes_per_step * steps / 1.0 / 1e9)
     assert run["mfu"] == pytest.approx(2_000_000 * 10 / 0.1 / 1e12)
+
+
+def brute_force_decode_bytes(c: CostModel, *, prompt_tokens, steps, batch_size) -> int:
+    """Step by step: step i attends prompt_tokens + i positions, at most the window on
+    sliding-window layers."""
+    total = 0
+    for i in range(1, steps + 1):
+        positions = prompt_tokens + i
+        local = min(positions, c.sliding_window) if c.sliding_window else positions
+        kv = c.kv_bytes_per_position_global * positions + c.kv_bytes_per_position_local * local
+        total += c.decode_weight_bytes + batch_size * kv
+    return total
+
+
+@pytest.mark.parametrize(
+    ("prompt_tokens", "new_tokens", "window"),
+    [(4, 11, 8), (1, 40, 16), (7, 2, 8), (8, 9, 8), (30, 9, 8), (3, 17, None), (0, 5, 2)],
+)
+def test_mbu_sums_the_kv_of_every_step_exactly(prompt_tokens, new_tokens, window):
+    c = cost(
+        kv_bytes_per_position_global=100, kv_bytes_per_position_local=300, sliding_window=window
+    )
+    steps, batch = new_tokens - 1, 3
+    run = run_metrics(
+        total_s=1.5,
+        first_token_s=0.5,
+        new_tokens=new_tokens,
+        prompt_tokens=prompt_tokens,
+        batch_size=batch,
+        cost=c,
+    )
+    exact = brute_force_decode_bytes(c, prompt_tokens=prompt_tokens, steps=steps, batch_size=batch)
+    assert decode_bytes(c, prompt_tokens=prompt_tokens, steps=steps, batch_size=batch) == exact
+    assert run["mbu"] == pytest.approx(exact / 1.0 / 1e9, rel=1e-12)
+
+
+def test_mbu_across_the_window_is_not_the_mean_position_capped():
+    # Prompt 4, window 8, 10 steps: steps attend 5, 6, 7, then 8 (capped) positions. The mean
+    # position (9.5) capped at 8 counts 80 local positions; the steps attend 74.
+    c = cost(kv_bytes_per_position_global=0, kv_bytes_per_position_local=1000, sliding_window=8)
+    run = run_metrics(
+        total_s=1.1, first_token_s=0.1, new_tokens=11, prompt_tokens=4, batch_size=1, cost=c
+    )
+    assert run["mbu"] == pytest.approx((10 * 1_000_000 + 74 * 1000) / 1e9)
+    assert run["mbu"] != pytest.approx((10 * 1_000_000 + 80 * 1000) / 1e9)
+
+
+@pytest.mark.parametrize(
+    ("new_tokens", "total_s", "first_token_s", "derived", "decodes"),
+    [
+        (1, 0.5, 0.5, False, False),  # no decode step
+        (1, 0.4, 0.5, True, False),  # derived TTFT after the total: negative split
+        (2, 0.6, 0.5, False, True),  # one decode step, observed TTFT: defined
+        (2, 0.6, 0.5, True, False),  # one decode step after a derived TTFT: noise
+        (2, 0.45, 0.5, True, False),
+        (3, 0.7, 0.5, True, True),  # two decode steps: defined
+        (3, 0.45, 0.5, True, False),  # but never from a negative time
+        (8, 0.5, 0.5, False, False),  # nor from a zero one
+    ],
+)
+def test_decode_figures_only_from_a_real_decode_time(
+    new_tokens, total_s, first_token_s, derived, decodes
+):
+    run = run_metrics(
+        total_s=total_s,
+        first_token_s=first_token_s,
+        new_tokens=new_tokens,
+        prompt_tokens=5,
+        batch_size=2,
+        cost=cost(peak_bytes_per_s=1e12),
+        first_token_derived=derived,
+    )
+    assert run["first_token_derived"] is derived
+    if derived and not decodes:  # a split of two requests that is noise: null, not a time
+        assert run["post_first_s"] is None
+    else:  # kept as measured
+        assert run["post_first_s"] == pytest.approx(total_s - first_token_s)
+    decode = ("decode_tokens_per_s", "decode_tokens_per_s_per_seq", "mbu")
+    assert all((run[k] is not None) == decodes for k in decode), run
+    figures = [v for v in run.values() if isinstance(v, float)]
+    assert all(v >= 0 for v in figures), run  # no negative figure at all
+    json.dumps(run, allow_nan=False)
+    summarize([run])
+
+
+def test_the_read_probe_reports_its_peak_median_and_spread():
+    from sweep.env import PROBE_ROUNDS, cpu_read_peak, probe_read
+
+    probe = cpu_read_peak(33_700_000)  # the tiny model's decode (cached for its jobs too)
+    size = 36 * 2**20
+    assert probe["cpu_read_probe_bytes"] == size
+    assert probe["cpu_read_probe_rounds"] == PROBE_ROUNDS
+    peak, median = probe["cpu_read_bytes_per_s"], probe["cpu_read_bytes_per_s_median"]
+    low, high = probe["cpu_read_bytes_per_s_min"], probe["cpu_read_bytes_per_s_max"]
+    assert 0 < low <= median <= high == peak  # the peak is the best read of every round
+    again = probe_read(size)
+    assert again is probe_read(size)  # probed once per process and size
+    assert cpu_read_peak(33_700_000) == probe and probe_read(size).peak == peak
+    assert len(again.rounds) == PROBE_ROUNDS
 
 
 def test_mbu_above_one_is_a_counting_bug():

@@ -11,20 +11,107 @@ for the reference on 270M) takes the kernel a few hundred ms, and that must not 
 the next engine's first token. Prints a markdown table (or the
 figures as JSON with --json) and writes them to benchmarks/bench_engines.json, which
 tools/merge_benchmarks.py renders as a section of BENCHMARKS.md.
+
+Every engine's greedy tokens are compared with the fused engine's: where they first differ
+(`first_divergent_step`, 0 = the prefill's token), the model is run over the shared prefix
+(tools/reference_decode.py's `prefix_logits`) to say whether the engines faced a near-tie
+there (`near_tie`: the tokens both engines chose within one bf16 ulp of the top logit;
+`top2_logits`), which either choice honours, or a real difference. MBU on CPU is against
+sweep.env.cpu_read_peak, the same probe the sweep's records use.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tools"))
 
 ENGINES = ("fused", "sampler", "stream", "reference")
+BF16_MANTISSA_BITS = 7  # stored; 8 significant bits with the implicit one
+BF16_MIN_SPACING = 2.0**-133  # between the smallest subnormals
+
+
+def bf16_ulp(x: float) -> float:
+    """The gap from |x| to the next larger bfloat16 (one bf16 step at that magnitude)."""
+    x = abs(float(x))
+    if not math.isfinite(x) or x == 0:
+        return BF16_MIN_SPACING
+    _, exp = math.frexp(x)  # x = m * 2**exp, 0.5 <= m < 1
+    return max(2.0 ** (exp - 1 - BF16_MANTISSA_BITS), BF16_MIN_SPACING)
+
+
+def first_divergence(
+    expected: Sequence[Sequence[int]], actual: Sequence[Sequence[int]]
+) -> tuple[int, int] | None:
+    """(step, row) where `actual`'s token ids ([batch][tokens]) first differ from `expected`'s:
+    the earliest step over the rows (the lowest row on a draw); a row that ends early differs
+    where it ends. None when identical."""
+    if len(expected) != len(actual):
+        raise ValueError(f"batch {len(actual)} is not the expected {len(expected)}")
+    found = None
+    for row, (want, got) in enumerate(zip(expected, actual, strict=True)):
+        want, got = [int(t) for t in want], [int(t) for t in got]
+        common = min(len(want), len(got))
+        step = next((i for i in range(common) if want[i] != got[i]), None)
+        if step is None and len(want) != len(got):
+            step = common
+        if step is not None and (found is None or step < found[0]):
+            found = (step, row)
+    return found
+
+
+def _finite(value: float) -> float | None:
+    return value if math.isfinite(value) else None  # JSON has no infinity
+
+
+def tie_check(logits: Sequence[float], chosen: dict[str, int]) -> dict:
+    """Whether the tokens the engines chose (`chosen`: engine -> token id) were a near-tie in
+    `logits` ([vocab], forbidden tokens at -inf): every chosen token's logit within one bf16
+    ulp (at the top logit's magnitude) of the top logit. With two engines picking the top-2
+    tokens, that is: the top-2 logits within one bf16 step of each other."""
+    values = [float(v) for v in logits]
+    order = sorted(range(len(values)), key=lambda i: (-values[i], i))[:2]
+    top = values[order[0]]
+    ulp = bf16_ulp(top)
+    chosen_logits = {name: values[token] for name, token in chosen.items()}
+    return {
+        "near_tie": all(top - v <= ulp for v in chosen_logits.values()),
+        "top2_logits": [_finite(values[i]) for i in order],
+        "top2_ids": order,
+        "chosen_tokens": {name: int(token) for name, token in chosen.items()},
+        "chosen_logits": {name: _finite(v) for name, v in chosen_logits.items()},
+        "bf16_ulp": ulp,
+    }
+
+
+def divergence(
+    name: str,
+    fused: Sequence[Sequence[int]],
+    tokens: Sequence[Sequence[int]],
+    logits_at: Callable[[int, list[int]], Sequence[float]],
+) -> dict:
+    """The structured comparison of engine `name`'s tokens with the fused engine's:
+    first_divergent_step (None: identical), divergent_row, and at that step the tie check
+    (near_tie, top2_logits, ...) on `logits_at(row, shared_prefix)`. near_tie is None when
+    there is nothing to compare (identical, or one engine stopped there)."""
+    found = first_divergence(fused, tokens)
+    out = dict.fromkeys(("first_divergent_step", "divergent_row", "near_tie", "top2_logits"))
+    if found is None:
+        return out
+    step, row = found
+    out |= {"first_divergent_step": step, "divergent_row": row}
+    want, got = list(fused[row]), list(tokens[row])
+    if step < len(want) and step < len(got):
+        logits = logits_at(row, [int(t) for t in want[:step]])
+        out |= tie_check(logits, {"fused": int(want[step]), name: int(got[step])})
+    return out
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -61,26 +148,37 @@ def build(args):
         return validate(compose(config_name="config", overrides=overrides))
 
 
+def _median(described: dict | None) -> float | None:
+    return described["median"] if described else None
+
+
 def main(argv=None) -> int:
+    from sweep.merge import bench_engines_table, divergence_text
+
     args = parse_args(argv)
     config = build(args)  # a bad value fails here, before any model is built
 
-    from reference_decode import ReferenceEngine
+    from reference_decode import ReferenceEngine, prefix_logits
 
-    from sweep import preflight
+    from sweep.costs import cost_model
     from sweep.engine import ENGINES as SWEEP_ENGINES
-    from sweep.env import collect_env, setup_compile_cache
+    from sweep.engine import build_request
+    from sweep.env import collect_env, cpu_read_peak, setup_compile_cache
     from sweep.metrics import describe
-    from sweep.models import load_model
+    from sweep.models import build_model
     from sweep.phases import generation_metrics
 
     setup_compile_cache(config.compile_cache_dir)
     env = collect_env()
     t0 = time.perf_counter()
-    model, _ = load_model(config.model, seed=config.seed)
+    model = build_model(config.model, seed=config.seed)
     load_s = time.perf_counter() - t0
-    request = preflight.build_request(config, model, None)
-    cost = preflight.cost_model(model, config.topology, env)
+    request = build_request(config, model, None)
+    cost = cost_model(model, config.topology, env)
+    if config.topology.platform == "cpu":
+        # The sweep's own probe (cached per process and size: cost_model's peak is this one),
+        # with its spread over rounds, into the env block the table's intro reads.
+        env.update(cpu_read_peak(cost.decode_weight_bytes))
     classes = dict(SWEEP_ENGINES, reference=ReferenceEngine)
     names = [n for n in args.engines.split(",") if n]
     engines = {n: classes[n](model, cache_length=config.engine.cache_length) for n in names}
@@ -105,12 +203,21 @@ def main(argv=None) -> int:
             gen = engine.generate(request)
             tokens[name] = gen.token_ids.tolist()
             runs[name].append(generation_metrics(gen, request, cost))
+            decode = runs[name][-1]["decode_tokens_per_s"]
             print(
                 f"  round {r + 1}/{args.rounds} {name}: first token "
                 f"{runs[name][-1]['first_token_s']:.4f} s, decode "
-                f"{runs[name][-1]['decode_tokens_per_s']:.2f} tok/s",
+                + (f"{decode:.2f} tok/s" if decode is not None else "undefined"),
                 file=log,
             )
+
+    logits_cache: dict[tuple, list[float]] = {}
+
+    def logits_at(row: int, prefix: list[int]) -> list[float]:
+        key = (request.prompts[row], tuple(prefix))
+        if key not in logits_cache:
+            logits_cache[key] = prefix_logits(model, request.prompts[row], prefix).tolist()
+        return logits_cache[key]
 
     figures = {}
     for name, samples in runs.items():
@@ -118,16 +225,21 @@ def main(argv=None) -> int:
             k: describe([s[k] for s in samples])
             for k in ("first_token_s", "decode_tokens_per_s", "tokens_per_s", "mbu")
         }
+        fused = tokens.get("fused", tokens[name])
+        diverged = divergence(name, fused, tokens[name], logits_at)
         figures[name] = {
-            "first_token_s_median": stat["first_token_s"]["median"],
-            "decode_tokens_per_s_median": stat["decode_tokens_per_s"]["median"],
-            "tokens_per_s_median": stat["tokens_per_s"]["median"],
-            "mbu": stat["mbu"]["median"] if stat["mbu"] else None,
+            "first_token_s_median": _median(stat["first_token_s"]),
+            "decode_tokens_per_s_median": _median(stat["decode_tokens_per_s"]),
+            "tokens_per_s_median": _median(stat["tokens_per_s"]),
+            "mbu": _median(stat["mbu"]),
             "first_call_s": compile_s[name],
             "new_tokens": samples[-1]["new_tokens"],
             "samples": samples,
-            "same_tokens_as_fused": tokens[name] == tokens.get("fused", tokens[name]),
+            "same_tokens_as_fused": diverged["first_divergent_step"] is None,
+            **diverged,
         }
+        if name != "fused" and "fused" in tokens:
+            print(f"  {name} vs fused: {divergence_text(figures[name])}", file=log)
     result = {
         "engines": figures,
         "config": {
@@ -143,7 +255,6 @@ def main(argv=None) -> int:
         },
         "env": env,
     }
-    from sweep.merge import bench_engines_table
 
     table = "\n".join(bench_engines_table(result))
     if args.json:

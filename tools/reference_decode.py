@@ -5,6 +5,10 @@ forbidden-token bookkeeping beyond what forcing N tokens needs, and the params e
 (none of the fused engine's per-backend preparation, e.g. its float32 CPU logits table).
 `tools/bench_engines.py` times the real engines against it; the fused engine should match or
 beat it. It recompiles for every N.
+
+`prefix_logits` is the same model's next-token logits after a prompt and a token prefix (one
+forward pass, no cache): `tools/bench_engines.py` asks it whether two engines that pick
+different tokens at some step faced a tie there.
 """
 
 from __future__ import annotations
@@ -61,3 +65,20 @@ def _scan_decode(model, params, first, cache, pos, forbidden, n):
 
     _, toks = jax.lax.scan(step, (first, cache, pos), None, length=n)
     return toks.T
+
+
+def prefix_logits(model, prompt: str, prefix) -> np.ndarray:
+    """Next-token logits (float32 [vocab]) after `prompt` (with BOS) and the generated token ids
+    `prefix`: one jitted forward pass of `model.apply` over the whole sequence (no KV cache),
+    with the params exactly as loaded; the tokens every engine forbids are -inf."""
+    ids = model.tokenizer.encode(prompt, add_bos=True) + [int(t) for t in prefix]
+    tokens = jax.device_put(np.asarray([ids], np.int32))
+
+    @jax.jit
+    def forward(params, tokens):
+        out = model.model.apply({"params": params}, tokens=tokens, return_last_only=True)
+        return out.logits.astype(jnp.float32)
+
+    logits = np.array(jax.device_get(forward(model.params, tokens))).reshape(-1)
+    logits[list(forbidden_token_ids(model.tokenizer))] = -np.inf
+    return logits

@@ -6,10 +6,12 @@ a record, a log, BENCHMARKS.md or wandb.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import os
 import platform
 import socket
+import statistics
 import subprocess
 import time
 from importlib import metadata
@@ -116,33 +118,97 @@ def probe_bytes_for(working_set_bytes: int) -> int:
     return max(PROBE_STEP_BYTES, min(PROBE_MAX_BYTES, rounded))
 
 
-@functools.cache
-def probe_read_bandwidth(nbytes: int) -> float:
-    """Bytes/s the host reads from an `nbytes` buffer, the best of three jitted read patterns.
+PROBE_ROUNDS = 5
+# Reads of each pattern over all rounds: at least 1.25 GiB (5 reads of 256 MiB), and at least
+# 2 per round, so that a round's best is a best of several reads.
+PROBE_BYTES_PER_PATTERN = 5 * PROBE_MAX_BYTES
+PROBE_MIN_READS_PER_ROUND = 2
 
-    A reduction, a float32 matrix-vector and a vector-matrix product (the decode's own
-    patterns, which XLA may spread over threads), each timed over at least 1.25 GiB in all
-    (5 reads of 256 MiB, more of a smaller buffer). The fastest read is the peak: a decode must
-    never be measured above it. Probed once per process and size.
+
+@dataclasses.dataclass(frozen=True)
+class ReadProbe:
+    """One process's read-bandwidth probe of an `nbytes` buffer, in bytes/s.
+
+    `rounds` holds each round's best read. `peak` is the best read of all (the max over the
+    rounds): MBU's denominator, so that no decode in this process can be measured above it.
+    The median and min over the rounds say how steady the machine was while probing.
+    """
+
+    nbytes: int
+    rounds: tuple[float, ...]
+
+    @property
+    def peak(self) -> float:
+        return max(self.rounds)
+
+    @property
+    def median(self) -> float:
+        return statistics.median(self.rounds)
+
+    @property
+    def min(self) -> float:
+        return min(self.rounds)
+
+    @property
+    def max(self) -> float:
+        return max(self.rounds)
+
+    def env(self) -> dict[str, Any]:
+        """The record's env keys (the sweep's and tools/bench_engines.py's alike)."""
+        return {
+            "cpu_read_bytes_per_s": self.peak,
+            "cpu_read_bytes_per_s_median": self.median,
+            "cpu_read_bytes_per_s_min": self.min,
+            "cpu_read_bytes_per_s_max": self.max,
+            "cpu_read_probe_rounds": len(self.rounds),
+            "cpu_read_probe_bytes": self.nbytes,
+        }
+
+
+@functools.cache
+def probe_read(nbytes: int, rounds: int = PROBE_ROUNDS) -> ReadProbe:
+    """Read an `nbytes` buffer with three jitted patterns, in `rounds` rounds.
+
+    The patterns are a reduction, a float32 matrix-vector and a vector-matrix product (the
+    decode's own patterns, which XLA may spread over threads). Each round reads the buffer
+    with every pattern in turn, several times (every pattern reads at least 1.25 GiB over all
+    rounds: more reads of a smaller buffer), and keeps its fastest read; rounds follow each
+    other, so a machine busy for part of the probe shows as a spread between rounds. Probed
+    once per process, size and round count (about a second for 256 MiB, compiles included).
     """
     if nbytes % PROBE_STEP_BYTES:
         raise ValueError(f"probe size {nbytes} is not a multiple of {PROBE_STEP_BYTES} bytes")
-    repeats = 5 * PROBE_MAX_BYTES // nbytes
+    if rounds < 1:
+        raise ValueError(f"probe rounds must be at least 1, not {rounds}")
+    reads = max(PROBE_MIN_READS_PER_ROUND, -(-PROBE_BYTES_PER_PATTERN // (nbytes * rounds)))
     x = jnp.ones((nbytes // 4,), jnp.float32)
     patterns = (
         (jax.jit(jnp.sum), (x,)),
         (jax.jit(jnp.dot), (x.reshape(-1, 1024), jnp.ones((1024,), jnp.float32))),
         (jax.jit(jnp.dot), (jnp.ones((256,), jnp.float32), x.reshape(256, -1))),
     )
-    best = float("inf")
     for fn, args in patterns:
         fn(*args).block_until_ready()  # compile outside the timing
-        for _ in range(repeats):
-            start = time.perf_counter()
-            fn(*args).block_until_ready()
-            best = min(best, time.perf_counter() - start)
+    bests = []
+    for _ in range(rounds):
+        best = float("inf")
+        for _ in range(reads):
+            for fn, args in patterns:
+                start = time.perf_counter()
+                fn(*args).block_until_ready()
+                best = min(best, time.perf_counter() - start)
+        bests.append(nbytes / best)
     del x, patterns
-    return nbytes / best
+    return ReadProbe(nbytes=nbytes, rounds=tuple(bests))
+
+
+def cpu_read_peak(decode_weight_bytes: int) -> dict[str, Any]:
+    """The host read bandwidth for a decode reading `decode_weight_bytes` per step, as the
+    record's env keys: `cpu_read_bytes_per_s` (the peak: MBU's denominator on CPU),
+    `cpu_read_bytes_per_s_median`, `_min`, `_max` (over the rounds), `cpu_read_probe_rounds`
+    and `cpu_read_probe_bytes`. One probe per process and size (cached): the sweep
+    (costs.cost_model) and tools/bench_engines.py call this same function."""
+    return probe_read(probe_bytes_for(decode_weight_bytes)).env()
 
 
 def host_memory_bytes() -> int | None:

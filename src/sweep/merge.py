@@ -3,12 +3,15 @@
 `python tools/merge_benchmarks.py [DIRS...]` and the end-of-multirun callback both land here.
 
 - Every `metrics.json` under the inputs is read with `record.read_record` and checked further
-  for what the tables need; a bad file is skipped with one warning line naming it and why.
+  for what the tables need; a bad file (any exception while reading or checking it: invalid
+  JSON, nesting too deep, a malformed field...) is skipped with one warning line naming it and
+  why, and the rest merges.
 - Records are upserted into the store (`benchmarks/metrics.json`) by `run_key`: a rerun of the
   same experiment on the same kind of machine replaces its record. When several records share a
   key the latest `started_at` wins, whatever the order they were read in.
 - Every figure is recomputed from the raw per-run timings (`total_s`, `first_token_s`,
-  `new_tokens`, `prompt_tokens`, `batch_size`, and the record's `cost_model` for MBU/MFU) with
+  `new_tokens`, `prompt_tokens`, `batch_size`, `first_token_derived` (absent in older records:
+  false), and the record's `cost_model` for MBU/MFU) with
   `sweep.metrics`, never copied from a record's own summary.
 - Output is deterministic (same store -> same bytes) and only files whose bytes change are
   rewritten. Plots are re-rendered only when the data they show changes: the store keeps, per
@@ -76,7 +79,6 @@ SEED_COLUMNS = (
 SEED_HEADER = "| " + " | ".join(SEED_COLUMNS) + " |"
 SEED_RULE = "|" + " --- |" * len(SEED_COLUMNS)
 SCRIPT = "sweep.run"
-FINAL_MODE = "Final Output"
 MISSING = "—"
 # Per-run metrics averaged into the seed table, in its column order.
 AVG_METRICS = (
@@ -88,6 +90,8 @@ AVG_METRICS = (
     "pre_first_tokens_per_s",
 )
 RAW_RUN_KEYS = ("total_s", "first_token_s", "new_tokens", "prompt_tokens", "batch_size")
+# Optional raw per-run keys, with the value older records imply.
+OPTIONAL_RUN_KEYS = {"first_token_derived": False}
 # Baseline for the engine comparison: the seed's per-token loop first, then gemma's sampler.
 BASELINE_ENGINES = ("stream", "sampler", "fused")
 PLOTS = (
@@ -144,14 +148,14 @@ def load_inputs(
         try:
             record = read_record(path)
             job_from_record(record)
-        except RecordError as exc:
+        except Exception as exc:  # any failure makes it a bad file, never a failed merge
             if not _is_store(path):
-                skip(path, str(exc))
+                skip(path, _reason(exc))
                 continue
             try:
                 store_records, _, bad = read_store(path)
-            except StoreError as store_exc:
-                skip(path, str(store_exc))
+            except Exception as store_exc:
+                skip(path, _reason(store_exc))
                 continue
             for where, reason in bad:
                 skip(where, reason)
@@ -161,10 +165,19 @@ def load_inputs(
     return records, skipped
 
 
+def _reason(exc: BaseException) -> str:
+    """Why a file is bad, in one line: a RecordError's own message, else the exception's type
+    and message (a RecursionError or MemoryError says little by its message alone)."""
+    if isinstance(exc, RecordError | StoreError):
+        return str(exc)
+    message = str(exc)
+    return f"{type(exc).__name__}: {message}" if message else type(exc).__name__
+
+
 def _is_store(path: Path) -> bool:
     try:
         data = json.loads(path.read_text(encoding="utf-8"), parse_constant=_reject_constant)
-    except (OSError, UnicodeDecodeError, ValueError):
+    except Exception:  # unreadable in any way: not a store
         return False
     return isinstance(data, dict) and "store_version" in data
 
@@ -176,8 +189,8 @@ def read_store(path: Path) -> tuple[list[dict[str, Any]], dict[str, Any], list[t
         return [], {}, []
     try:
         data = json.loads(path.read_text(encoding="utf-8"), parse_constant=_reject_constant)
-    except (OSError, UnicodeDecodeError, ValueError) as exc:
-        raise StoreError(f"{path}: unreadable store ({exc})") from None
+    except Exception as exc:  # OSError, UnicodeError, ValueError, RecursionError, MemoryError...
+        raise StoreError(f"{path}: unreadable store ({_reason(exc)})") from None
     if not isinstance(data, dict) or not isinstance(data.get("records"), list):
         raise StoreError(f"{path}: not a merged store (no 'records' list)")
     version = data.get("store_version")
@@ -188,8 +201,8 @@ def read_store(path: Path) -> tuple[list[dict[str, Any]], dict[str, Any], list[t
         try:
             validate_record(record)
             job_from_record(record)
-        except RecordError as exc:
-            skipped.append((f"{path} (record {i})", " ".join(str(exc).split())))
+        except Exception as exc:
+            skipped.append((f"{path} (record {i})", " ".join(_reason(exc).split())))
             continue
         records.append(record)
     plots = data.get("plots") if isinstance(data.get("plots"), dict) else {}
@@ -295,7 +308,14 @@ def _cost_model(record: dict[str, Any]) -> metrics.CostModel | None:
     names = [f.name for f in dataclasses.fields(metrics.CostModel)]
     if any(name not in raw for name in names):
         return None
+    for name in names:  # numbers (peaks and the window may be null), never strings or bools
+        value = raw[name]
+        if not (_is_real(value) or (value is None and name in _NULLABLE_COSTS)):
+            raise RecordError(f"cost_model.{name} is not a number: {value!r}")
     return metrics.CostModel(**{name: raw[name] for name in names})
+
+
+_NULLABLE_COSTS = ("sliding_window", "peak_bytes_per_s", "peak_flops")
 
 
 def job_from_record(record: dict[str, Any]) -> Job:
@@ -362,10 +382,14 @@ def _recompute(run: Any, where: str, cost: metrics.CostModel | None) -> dict[str
                 raise RecordError(f"{where}.{key} is missing or not a finite time: {value!r}")
         elif not _is_int(value) or value < (0 if key == "prompt_tokens" else 1):
             raise RecordError(f"{where}.{key} is missing or not a positive count: {value!r}")
-    if run["first_token_s"] > run["total_s"]:
+    optional = {k: run.get(k, default) for k, default in OPTIONAL_RUN_KEYS.items()}
+    if not isinstance(optional["first_token_derived"], bool):
+        raise RecordError(f"{where}.first_token_derived is not a boolean")
+    # A derived first-token time comes from another request: it may exceed total_s (tokens=1).
+    if run["first_token_s"] > run["total_s"] and not optional["first_token_derived"]:
         raise RecordError(f"{where}: first_token_s is after total_s")
     try:
-        return metrics.run_metrics(**{k: run[k] for k in RAW_RUN_KEYS}, cost=cost)
+        return metrics.run_metrics(**{k: run[k] for k in RAW_RUN_KEYS}, **optional, cost=cost)
     except (metrics.MetricError, ArithmeticError) as exc:
         raise RecordError(f"{where}: {exc}") from None
 
@@ -470,10 +494,44 @@ def _cell(text: Any) -> str:
     return " ".join(str(text).split()).replace("|", "\\|")
 
 
-def notes(job: Job) -> str:
+def warmup_note(block: Any) -> str | None:
+    """How a warmup phase got its programs, from its phase block's counts (None when the record
+    predates them):
+    - `warmup=warm (no compile)`: no XLA compile at all; the process's own caches (engines and
+      programs kept from an earlier job) served every program.
+    - `warmup=warm (N compiles from the persistent cache, S s)`: every compile was a hit of the
+      persistent XLA cache (deserialised, not compiled: cheap).
+    - `warmup=cold (N compiles, S s)`: XLA compiled (a miss, or no persistent cache), with
+      `, H from the persistent cache` when some of the N were hits.
+    S is the phase's compile_s (tracing + lowering + backend compile, cache reads included)."""
+    compiles = _get(block, "compiles")
+    if not _is_int(compiles):
+        return None
+    if compiles == 0:
+        return "warmup=warm (no compile)"
+    seconds = _get(block, "compile_s")
+    took = f", {seconds:.2f} s" if _is_real(seconds) else ""
+    hits, misses = _get(block, "cache_hits"), _get(block, "cache_misses")
+    hits = hits if _is_int(hits) else 0
+    misses = misses if _is_int(misses) else None
+    if misses == 0 and hits >= compiles:
+        return f"warmup=warm ({_plural(compiles, 'compile')} from the persistent cache{took})"
+    from_cache = f", {hits} from the persistent cache" if hits else ""
+    return f"warmup=cold ({_plural(compiles, 'compile')}{from_cache}{took})"
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}" if n == 1 else f"{n} {word}s"
+
+
+def notes(job: Job, phase: str | None = None) -> str:
     parts = [f"image_used={job.image_used}", f"model={job.model}"]
     if job.quant not in ("none", "None", ""):
         parts.append(f"quant={job.quant}")
+    if job.ok and phase == "warmup":
+        note = warmup_note(_get(job.record, "phases", "warmup"))
+        if note:
+            parts.append(note)
     if not job.ok:
         err = job.record.get("error") or {}
         kind = err.get("type") if isinstance(err, dict) else None
@@ -496,13 +554,13 @@ def inference_rows(jobs: list[Job]) -> list[list[str]]:
                         job.date,
                         job.script,
                         phase,
-                        FINAL_MODE if phase == "final" else job.mode,
+                        job.mode,  # final rows too: the Phase column says final
                         job.topology,
                         fmt(job.tokens),
                         fmt(job.batch),
                         fmt(runs),
                         *[fmt(v) for v in avgs],
-                        notes(job),
+                        notes(job, phase),
                     ]
                 )
     return rows
@@ -905,9 +963,16 @@ def render_markdown(jobs: list[Job], *, store: Path, markdown: Path, plots_dir: 
     lines += [
         "",
         "One row per job and phase. Avg = mean over the phase's runs, recomputed from the raw "
-        "per-run timings in each record; tokens/s count every sequence of a batch. Script names "
-        "the engine; TPU is the topology. A job that did not end ok keeps its rows, with its "
-        "status in Notes and `—` for every figure. Regenerate with "
+        "per-run timings in each record; tokens/s count every sequence of a batch (Pre-First "
+        "Tokens/s = batch size ÷ first-token s). Decode figures are `—` for runs with no decode "
+        "step to time (1 token, or a derived first-token time with fewer than 2 tokens decoded "
+        "after it). Script names the engine; TPU is the topology; Mode is the prompt's mode on "
+        "every phase (Phase says which). Notes on warmup rows say how the programs were "
+        "obtained: `warmup=cold (N compiles, S s)` when XLA compiled (with how many of them "
+        "were persistent-cache hits, if any), `warmup=warm (N compiles from the persistent "
+        "cache, S s)` when every compile was a persistent-cache hit (cheap), `warmup=warm (no "
+        "compile)` when the process's own caches served everything. A job that did not end ok "
+        "keeps its rows, with its status in Notes and `—` for every figure. Regenerate with "
         "`python tools/merge_benchmarks.py`; `--check` fails when this file is stale.",
     ]
     for table in extra_tables(jobs):
@@ -929,27 +994,82 @@ def _times(num: float | None, den: float | None) -> str:
     return f"{num / den:.2f}x" if num and den else MISSING
 
 
+def _logit(value: Any) -> str:
+    return f"{value:.6g}" if _is_real(value) else "?"
+
+
+def divergence_text(fig: dict[str, Any]) -> str:
+    """An engine's tokens against the fused engine's, in words: `identical`, or the first
+    divergent step (0 = the prefill's token) and whether it was a near-tie (the chosen tokens'
+    logits within one bf16 ulp of the top logit, by a forward pass over the shared prefix).
+    Older bench_engines.json files only say whether the tokens matched."""
+    step = fig.get("first_divergent_step")
+    if step is None:
+        if fig.get("same_tokens_as_fused", True):
+            return "identical"
+        return "differ (step not recorded)"
+    top2 = fig.get("top2_logits") or []
+    pair = " vs ".join(_logit(v) for v in top2[:2]) if len(top2) >= 2 else None
+    near = fig.get("near_tie")
+    if near is None:
+        return f"diverge at step {step}" + (f" (top-2 logits {pair})" if pair else "")
+    if near:
+        return f"diverge at step {step} (near-tie: top-2 logits {pair}, within 1 bf16 ulp)"
+    chosen = fig.get("chosen_logits") or {}
+    picked = ", ".join(f"{k} {_logit(v)}" for k, v in sorted(chosen.items()))
+    ulp = fig.get("bf16_ulp")
+    detail = [f"top-2 logits {pair}"] if pair else []
+    detail += [f"chosen: {picked}"] if picked else []
+    detail += [f"1 bf16 ulp = {_logit(ulp)}"] if _is_real(ulp) else []
+    return f"diverge at step {step} (NOT a tie: {'; '.join(detail)})"
+
+
+def _fixed(value: Any, digits: int) -> str:
+    return f"{value:.{digits}f}" if _is_real(value) else MISSING
+
+
 def bench_engines_table(result: dict[str, Any]) -> list[str]:
-    """tools/bench_engines.py's figures: medians, MBU, ratios to the reference and `stream`."""
+    """tools/bench_engines.py's figures: medians, MBU, ratios to the reference and `stream`,
+    and where each engine's tokens first differ from the fused engine's."""
     figs = result["engines"]
     ref, stream = figs.get("reference", {}), figs.get("stream", {})
     lines = [
         "| Engine | First Token s (median) | Decode Tokens/s (median) | MBU | "
-        "Decode vs reference | TTFT vs reference | Decode vs stream | Same tokens as fused |",
+        "Decode vs reference | TTFT vs reference | Decode vs stream | Tokens vs fused |",
         "| --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for name in [n for n in BENCH_ENGINES if n in figs]:
         f = figs[name]
-        decode, ttft = f["decode_tokens_per_s_median"], f["first_token_s_median"]
-        mbu = f"{100 * f['mbu']:.1f}%" if f.get("mbu") is not None else MISSING
-        lines.append(
-            f"| {name} | {ttft:.4f} | {decode:.2f} | {mbu} "
-            f"| {_times(decode, ref.get('decode_tokens_per_s_median'))} "
-            f"| {_times(ttft, ref.get('first_token_s_median'))} "
-            f"| {_times(decode, stream.get('decode_tokens_per_s_median'))} "
-            f"| {'yes' if f['same_tokens_as_fused'] else 'NO'} |"
-        )
+        decode, ttft = f.get("decode_tokens_per_s_median"), f.get("first_token_s_median")
+        mbu = f"{100 * f['mbu']:.1f}%" if _is_real(f.get("mbu")) else MISSING
+        cells = [
+            name,
+            _fixed(ttft, 4),
+            _fixed(decode, 2),
+            mbu,
+            _times(decode, ref.get("decode_tokens_per_s_median")),
+            _times(ttft, ref.get("first_token_s_median")),
+            _times(decode, stream.get("decode_tokens_per_s_median")),
+            divergence_text(f),
+        ]
+        lines.append("| " + " | ".join(_cell(c) for c in cells) + " |")
     return lines
+
+
+def _probe_text(env: dict[str, Any]) -> str:
+    """The CPU read-bandwidth probe behind MBU, when the env block carries it."""
+    peak = env.get("cpu_read_bytes_per_s")
+    if not _is_real(peak):
+        return ""
+    text = f" Probed read bandwidth: {peak / 1e9:.1f} GB/s peak"
+    median, low, high = (env.get(f"cpu_read_bytes_per_s_{k}") for k in ("median", "min", "max"))
+    rounds = env.get("cpu_read_probe_rounds")
+    if all(_is_real(v) for v in (median, low, high)):
+        text += f", median {median / 1e9:.1f} (min {low / 1e9:.1f}, max {high / 1e9:.1f})"
+        text += f" over {rounds} rounds" if _is_int(rounds) else ""
+    probe_bytes = env.get("cpu_read_probe_bytes")
+    text += f", {probe_bytes / 2**20:.0f} MiB buffer" if _is_real(probe_bytes) else ""
+    return text + "."
 
 
 def bench_engines_section(result: dict[str, Any]) -> list[str]:
@@ -962,8 +1082,11 @@ def bench_engines_section(result: dict[str, Any]) -> list[str]:
         f"{cfg['prompt_tokens']} tokens, KV cache {cfg['cache_length']}; {cfg['rounds']} timed "
         f"rounds alternating engines after one untimed (compiling) call each; "
         f"{env['device_kind']} x{env['device_count']}, commit {env.get('git_commit')}. MBU is "
-        "against the probed host read bandwidth on CPU. `reference` is "
-        "tools/reference_decode.py (jitted prefill + one lax.scan), the yardstick.",
+        f"against the probed host read bandwidth on CPU.{_probe_text(env)} `reference` is "
+        "tools/reference_decode.py (jitted prefill + one lax.scan), the yardstick. Tokens vs "
+        "fused: the first step (0 = the prefill's token) where an engine's greedy tokens differ "
+        "from the fused engine's, and whether the top-2 logits there (one forward pass over the "
+        "shared prefix) are within one bf16 ulp, a tie that either choice honours.",
         "",
         *bench_engines_table(result),
     ]

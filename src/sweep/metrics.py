@@ -1,13 +1,23 @@
 """Per-run metrics and per-phase statistics (definitions in DESIGN.md, "Metric definitions").
 
 Pure standard library: the merge tool recomputes tables from the raw samples with these same
-functions. Undefined values are None (JSON null), never NaN.
+functions. Undefined values are None (JSON null), never NaN, and no rate is ever derived from a
+non-positive time, so no figure is negative: `post_first_s` is kept as measured, except a
+derived split (below) whose decode figures are undefined, which is null.
 
 Counting conventions:
 - `new_tokens` and `prompt_tokens` are per sequence; `*_tokens_per_s` count all `batch_size`
-  sequences; `*_per_seq` variants divide by the batch.
-- MBU: bytes one decode step must read (decoder weights once + the K/V of every position
-  attended so far, averaged over the steps) x steps/s / peak bandwidth.
+  sequences (`pre_first_tokens_per_s` = batch_size / first_token_s: the batch's first tokens
+  per second of TTFT); `*_per_seq` variants divide by the batch.
+- Decode figures (`decode_tokens_per_s`, `decode_tokens_per_s_per_seq`, `mbu`) need at least
+  one decode step (new_tokens >= 2) and post_first_s > 0. When the first-token time is derived
+  (`first_token_derived`: gemma's Sampler times a separate 1-token request, so post_first_s =
+  total_s - first_token_s mixes two requests) they also need at least 2 tokens decoded after
+  the first: with fewer, the split is noise (negative at tokens=1-2).
+- MBU: bytes the decode steps must read (decoder weights once per step + the K/V of every
+  position each step attends: prompt_tokens + i on global layers, min(prompt_tokens + i,
+  sliding_window) on sliding-window layers, for step i = 1..steps, summed exactly) / the decode
+  time / peak bandwidth.
 - MFU: prefill FLOPs (2 x decoder matmul params x prompt tokens x batch) / first_token_s /
   peak FLOP/s. A lower bound: attention and the vision encoder are not counted.
 A value above 1.0 means the counting is wrong and raises MetricError.
@@ -15,10 +25,11 @@ A value above 1.0 means the counting is wrong and raises MetricError.
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import statistics
 from typing import Any
+
+from sweep.costs import CostModel
 
 RUN_METRICS = (
     "total_s",
@@ -39,23 +50,18 @@ class MetricError(ArithmeticError):
     """A derived figure is impossible (e.g. MBU above 100%): the counting is wrong."""
 
 
-@dataclasses.dataclass(frozen=True, kw_only=True)
-class CostModel:
-    """What the hardware must do per request; static for a job."""
-
-    decode_weight_bytes: int  # decoder weights read once per decode step
-    # K+V bytes of one cached position, one sequence: global layers, and sliding-window layers
-    # (which attend at most `sliding_window` positions).
-    kv_bytes_per_position_global: int
-    kv_bytes_per_position_local: int
-    sliding_window: int | None
-    prefill_flops_per_token: int  # 2 x decoder matmul params
-    peak_bytes_per_s: float | None  # all chips together; None = unknown
-    peak_flops: float | None  # all chips together; None = unknown
-
-
 def _div(num: float, den: float) -> float | None:
     return num / den if den > 0 else None
+
+
+def decode_defined(
+    *, post_first_s: float | None, new_tokens: int, first_token_derived: bool = False
+) -> bool:
+    """Whether the decode figures of a run are defined (see the module docstring)."""
+    decode_steps = new_tokens - 1
+    if decode_steps < 1 or post_first_s is None or not post_first_s > 0:
+        return False
+    return not (first_token_derived and decode_steps < 2)
 
 
 def run_metrics(
@@ -66,10 +72,18 @@ def run_metrics(
     prompt_tokens: int,
     batch_size: int,
     cost: CostModel | None = None,
+    first_token_derived: bool = False,
 ) -> dict[str, Any]:
-    """Every per-run figure from the raw timings."""
-    post_first_s = total_s - first_token_s
+    """Every per-run figure from the raw timings. `first_token_derived`: the first-token time
+    was not observed in this request but timed separately (gemma's Sampler)."""
+    split = total_s - first_token_s
     decode_steps = new_tokens - 1
+    decodes = decode_defined(
+        post_first_s=split, new_tokens=new_tokens, first_token_derived=first_token_derived
+    )
+    # A derived split (two requests) is only a time when the decode figures are defined:
+    # otherwise it is noise, negative at 1-2 tokens, and recorded as null.
+    post_first_s = split if decodes or not first_token_derived else None
     run: dict[str, Any] = {
         "total_s": total_s,
         "first_token_s": first_token_s,
@@ -77,14 +91,11 @@ def run_metrics(
         "new_tokens": new_tokens,
         "prompt_tokens": prompt_tokens,
         "batch_size": batch_size,
+        "first_token_derived": bool(first_token_derived),
         "tokens_per_s": _div(batch_size * new_tokens, total_s),
-        "decode_tokens_per_s": _div(batch_size * decode_steps, post_first_s)
-        if decode_steps > 0
-        else None,
-        "decode_tokens_per_s_per_seq": _div(decode_steps, post_first_s)
-        if decode_steps > 0
-        else None,
-        "pre_first_tokens_per_s": _div(1.0, first_token_s),
+        "decode_tokens_per_s": _div(batch_size * decode_steps, post_first_s) if decodes else None,
+        "decode_tokens_per_s_per_seq": _div(decode_steps, post_first_s) if decodes else None,
+        "pre_first_tokens_per_s": _div(batch_size, first_token_s),
         "prefill_tokens_per_s": _div(batch_size * prompt_tokens, first_token_s),
         "mbu": None,
         "mfu": None,
@@ -95,19 +106,42 @@ def run_metrics(
     return run
 
 
+def attended_positions(*, prompt_tokens: int, steps: int, window: int | None = None) -> int:
+    """Cache positions attended over decode steps i = 1..steps, summed: step i attends
+    prompt_tokens + i positions, at most `window` of them (None: no window)."""
+    if steps <= 0:
+        return 0
+    total = steps * prompt_tokens + steps * (steps + 1) // 2
+    if window is None:
+        return total
+    # Steps whose span still fits in the window: prompt_tokens + i <= window.
+    inside = max(0, min(steps, window - prompt_tokens))
+    return inside * prompt_tokens + inside * (inside + 1) // 2 + (steps - inside) * window
+
+
+def decode_bytes(cost: CostModel, *, prompt_tokens: int, steps: int, batch_size: int) -> int:
+    """Bytes `steps` decode steps must read: the decoder weights once per step, plus the K/V
+    of every position each step attends, for each sequence of the batch."""
+    window = cost.sliding_window or None
+    kv = cost.kv_bytes_per_position_global * attended_positions(
+        prompt_tokens=prompt_tokens, steps=steps
+    ) + cost.kv_bytes_per_position_local * attended_positions(
+        prompt_tokens=prompt_tokens, steps=steps, window=window
+    )
+    return cost.decode_weight_bytes * steps + batch_size * kv
+
+
 def decode_mbu(cost: CostModel, run: dict, *, prompt_tokens: int, batch_size: int):
     steps = run["new_tokens"] - 1
-    if not cost.peak_bytes_per_s or steps <= 0 or run["post_first_s"] <= 0:
-        return None
-    # Step i attends prompt_tokens + i positions (i = 1..steps): average over the steps.
-    mean_positions = prompt_tokens + (steps + 1) / 2
-    local_positions = min(mean_positions, cost.sliding_window or mean_positions)
-    kv_bytes = (
-        cost.kv_bytes_per_position_global * mean_positions
-        + cost.kv_bytes_per_position_local * local_positions
+    defined = decode_defined(
+        post_first_s=run["post_first_s"],
+        new_tokens=run["new_tokens"],
+        first_token_derived=bool(run.get("first_token_derived", False)),
     )
-    bytes_per_step = cost.decode_weight_bytes + batch_size * kv_bytes
-    value = bytes_per_step * steps / run["post_first_s"] / cost.peak_bytes_per_s
+    if not cost.peak_bytes_per_s or not defined:
+        return None
+    total = decode_bytes(cost, prompt_tokens=prompt_tokens, steps=steps, batch_size=batch_size)
+    value = total / run["post_first_s"] / cost.peak_bytes_per_s
     _check_fraction("mbu", value)
     return value
 
