@@ -63,10 +63,9 @@ def _isolated_caches(tmp_path_factory):
 def tiny():
     """The embedded tiny model, random-init (seed 0), built in-process."""
     from sweep.config import ModelConfig
-    from sweep.models import load_model
+    from sweep.models import build_model
 
-    model, _ = load_model(ModelConfig(name="tiny", arch="tiny"), seed=0)
-    return model
+    return build_model(ModelConfig(name="tiny", arch="tiny"), seed=0)
 
 
 @pytest.fixture(scope="session")

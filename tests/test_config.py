@@ -11,6 +11,7 @@ from omegaconf import OmegaConf
 
 from sweep.config import Config, ConfigError, validate
 from tests.conftest import REPO, run_sweep, sweep_env
+from tests.faults import fault_env
 
 CONF = REPO / "conf"
 GROUPS = ("model", "topology", "mode", "engine", "experiment")
@@ -133,7 +134,7 @@ def test_bad_cli_input_exits_nonzero_in_seconds_before_any_model(tmp_path, overr
 
 def test_a_request_longer_than_the_cache_fails_before_the_weights_are_built(tmp_path):
     # `load:raise` fires when the weights would start building: the cache check must come first.
-    env = sweep_env(SWEEP_FAULT="load:raise")
+    env = sweep_env(**fault_env("load:raise"))
     proc = run_sweep(tmp_path / "job", "tokens=2040", multirun=False, env=env)
     output = proc.stdout + proc.stderr
     assert proc.returncode == 1, output

@@ -12,7 +12,7 @@ from hydra import compose, initialize_config_dir
 
 from sweep import distributed
 from sweep.distributed import DistributedError, explicit_settings
-from sweep.run import run_job
+from sweep.job import run_job
 from tests.conftest import REPO, records, run_sweep, sweep_env
 
 FAST = ("experiment=quick", "tokens=4", "runs.benchmark=1", "model.dtype=float32")
@@ -75,7 +75,7 @@ def test_process_count_must_match_the_topology(monkeypatch):
 def job(tmp_path, *overrides: str) -> dict:
     with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
         cfg = compose(config_name="config", overrides=[*FAST, *overrides, "compile_cache_dir=null"])
-    return run_job(cfg, job_dir=tmp_path / "_".join(overrides))
+    return run_job(cfg, job_dir=tmp_path / "_".join(overrides)).to_dict()
 
 
 @pytest.fixture

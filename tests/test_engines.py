@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from sweep.engine import FusedEngine, Request, SamplerEngine, StreamEngine
+from sweep.engine import CHAT_TEMPLATE, FusedEngine, Request, SamplerEngine, StreamEngine
 from sweep.phases import compile_monitor
-from sweep.preflight import CHAT_TEMPLATE, load_image
+from sweep.preflight import load_image
 
 CACHE = 256
 

@@ -1,8 +1,8 @@
 """Reliability: resume, crash isolation, interruption, atomic records and bad input.
 
-Signals and crashes are injected into real job processes with the test-only `SWEEP_FAULT` hook
-(sweep/faults.py); a signal "from outside" is sent by the test once the job's log shows it is
-in the phase the fault holds it in.
+Signals and crashes are injected into real job processes with the `SWEEP_FAULT` hook module
+(tests/faults.py, loaded through SWEEP_HOOKS); a signal "from outside" is sent by the test once
+the job's log shows it is in the phase the fault holds it in.
 """
 
 from __future__ import annotations
@@ -19,11 +19,12 @@ from pathlib import Path
 import pytest
 from hydra import compose, initialize_config_dir
 
-from sweep import faults, resume
-from sweep import run as run_mod
+from sweep import job as job_mod
+from sweep import outcomes, resume
 from sweep.callbacks import parallel_launcher_problem
 from sweep.config import ASSETS_DIR
-from sweep.record import config_hash, read_record
+from sweep.record import PhaseBlock, config_hash, read_record
+from tests import faults
 from tests.conftest import REPO, records, run_sweep, sweep_env
 
 CONF = REPO / "conf"
@@ -78,7 +79,7 @@ def job(tmp_path: Path, *overrides: str, job_dir: Path | None = None) -> dict:
     """One in-process job (no Hydra runtime) into `job_dir`."""
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         cfg = compose(config_name="config", overrides=[*FAST, "compile_cache_dir=null", *overrides])
-    return run_mod.run_job(cfg, job_dir=job_dir or tmp_path / "job")
+    return job_mod.run_job(cfg, job_dir=job_dir or tmp_path / "job").to_dict()
 
 
 @pytest.fixture
@@ -88,15 +89,15 @@ def fake_device_work(monkeypatch):
 
     def fake_run(config, record, ctx, trackers):
         calls.append(config.tokens)
-        record["env"] = {"backend": "cpu", "device_kind": "cpu", "device_count": 1, "hosts": 1}
+        record.env = {"backend": "cpu", "device_kind": "cpu", "device_count": 1, "hosts": 1}
         summary = {"first_token_s": {"median": 0.01}, "decode_tokens_per_s": {"median": 99.0}}
-        record["phases"] = {
-            p: {"runs": [{"total_s": 0.1}], "summary": summary, "compiles": 0, "compile_s": 0.0}
+        record.phases = {
+            p: PhaseBlock(runs=[{"total_s": 0.1}], summary=summary)
             for p in ("warmup", "benchmark", "final")
         }
         return None
 
-    monkeypatch.setattr(run_mod, "_run", fake_run)
+    monkeypatch.setattr(job_mod, "_run", fake_run)
     return calls
 
 
@@ -132,7 +133,7 @@ def test_resume_keeps_ok_records_and_reruns_the_rest(tmp_path, fake_device_work)
     kept = job(tmp_path, "tokens=4", "resume=true", job_dir=ok_dir)
     assert fake_device_work == [4]  # not run again
     assert kept == first and (ok_dir / "metrics.json").read_bytes() == before
-    assert run_mod.JOB_RESULTS[-1][1] == "ok"
+    assert outcomes.JOB_RESULTS[-1].status == "ok"
 
     # Another config in the same dir: rerun, the old ok record kept aside.
     other = job(tmp_path, "tokens=5", "resume=true", job_dir=ok_dir)
@@ -173,9 +174,24 @@ def test_a_full_disk_fails_the_job_cleanly_and_keeps_the_old_record(
     assert rec["status"] == "failed"
     assert "disk full" in rec["error"]["message"]
     assert "No space left" in rec["error"]["message"]
-    assert run_mod.JOB_RESULTS[-1][1] == "failed"
+    assert outcomes.JOB_RESULTS[-1].status == "failed"
     assert path.read_bytes() == old  # the previous record, untouched
     assert sorted(p.name for p in path.parent.iterdir()) == ["metrics.json"]  # no tmp, no prev
+
+
+def test_isolate_files_left_by_a_killed_run_are_removed_when_the_job_runs_again(
+    tmp_path, fake_device_work
+):
+    # What `kill -9` of an isolate=true sweep leaves: its spec and partial result files.
+    job_dir = tmp_path / "job"
+    job_dir.mkdir()
+    left = [job_dir / ".isolate-x1y2.json", job_dir / ".isolate-x1y2.result.json"]
+    for path in left:
+        path.write_text("{}")
+    rec = job(tmp_path, "tokens=4", "resume=true", job_dir=job_dir)
+    assert rec["status"] == "ok" and fake_device_work == [4]
+    assert not any(path.exists() for path in left)
+    assert sorted(p.name for p in job_dir.iterdir()) == ["metrics.json"]
 
 
 def test_merge_reads_only_complete_records(tmp_path):
@@ -192,9 +208,9 @@ def test_merge_reads_only_complete_records(tmp_path):
 
 def test_a_record_with_nan_is_written_as_failed(tmp_path, monkeypatch):
     def nan_run(config, record, ctx, trackers):
-        record["phases"] = {"warmup": {"runs": [{"total_s": float("nan")}]}}
+        record.phases = {"warmup": PhaseBlock(runs=[{"total_s": float("nan")}], summary={})}
 
-    monkeypatch.setattr(run_mod, "_run", nan_run)
+    monkeypatch.setattr(job_mod, "_run", nan_run)
     rec = job(tmp_path, "tokens=4")
     assert rec["status"] == "failed" and "record not writable" in rec["error"]["message"]
     assert read_record(tmp_path / "job" / "metrics.json")["status"] == "failed"
@@ -257,7 +273,9 @@ def test_killed_and_interrupted_sweep_resumes_to_all_ok(tmp_path):
     grid = (*FAST, "tokens=2,3,4,5")
 
     logs = tmp_path / "run1"
-    proc = start_sweep(sweep, *grid, env=sweep_env(SWEEP_FAULT="benchmark:sleep:600@2"), logs=logs)
+    proc = start_sweep(
+        sweep, *grid, env=sweep_env(**faults.fault_env("benchmark:sleep:600@2")), logs=logs
+    )
     wait_for_fault(sweep / "2", proc, logs)
     proc.send_signal(signal.SIGKILL)  # a preempted VM: no handler runs
     proc.wait(timeout=30)
@@ -266,7 +284,7 @@ def test_killed_and_interrupted_sweep_resumes_to_all_ok(tmp_path):
     kept = {n: (sweep / str(n) / "metrics.json").read_bytes() for n in (0, 1)}
 
     logs = tmp_path / "run2"
-    env = sweep_env(SWEEP_FAULT="benchmark:sleep:600@3")
+    env = sweep_env(**faults.fault_env("benchmark:sleep:600@3"))
     proc = start_sweep(sweep, *grid, "resume=true", env=env, logs=logs)
     wait_for_fault(sweep / "3", proc, logs)
     proc.send_signal(signal.SIGTERM)
@@ -299,7 +317,7 @@ def test_killed_and_interrupted_sweep_resumes_to_all_ok(tmp_path):
 
 def test_isolated_abort_is_a_crashed_record_and_the_next_job_runs(tmp_path):
     """Acceptance 2."""
-    env = sweep_env(SWEEP_FAULT="start:abort@0")
+    env = sweep_env(**faults.fault_env("start:abort@0"))
     proc = run_sweep(tmp_path, *FAST, "tokens=2,3", "isolate=true", env=env)
     assert proc.returncode == 1
     crashed, ok = records(tmp_path)
@@ -425,7 +443,7 @@ def test_joblib_with_several_workers_on_an_accelerator_host_is_refused(tmp_path)
 @pytest.mark.slow
 @pytest.mark.parametrize(("action", "sig"), [("segv", "SIGSEGV"), ("kill", "SIGKILL")])
 def test_isolated_native_crashes_name_the_signal(tmp_path, action, sig):
-    env = sweep_env(SWEEP_FAULT=f"warmup:{action}@0")
+    env = sweep_env(**faults.fault_env(f"warmup:{action}@0"))
     proc = run_sweep(tmp_path, *FAST, "tokens=2,3", "isolate=true", env=env)
     assert proc.returncode == 1
     crashed, ok = records(tmp_path)
@@ -438,7 +456,7 @@ def test_isolated_native_crashes_name_the_signal(tmp_path, action, sig):
 @pytest.mark.slow
 def test_sigterm_to_an_isolated_job_records_it_interrupted(tmp_path):
     sweep, logs = tmp_path / "sweep", tmp_path / "logs"
-    env = sweep_env(SWEEP_FAULT="benchmark:sleep:600@0")
+    env = sweep_env(**faults.fault_env("benchmark:sleep:600@0"))
     proc = start_sweep(sweep, *FAST, "tokens=2,3", "isolate=true", env=env, logs=logs)
     wait_for_fault(sweep / "0", proc, logs)
     proc.send_signal(signal.SIGTERM)
@@ -452,7 +470,7 @@ def test_sigterm_to_an_isolated_job_records_it_interrupted(tmp_path):
 @pytest.mark.slow
 def test_a_second_signal_exits_even_when_the_job_hangs(tmp_path):
     sweep, logs = tmp_path / "sweep", tmp_path / "logs"
-    env = sweep_env(SWEEP_FAULT="start:hang@1")
+    env = sweep_env(**faults.fault_env("start:hang@1"))
     proc = start_sweep(sweep, *FAST, "tokens=2,3", env=env, logs=logs)
     wait_for_fault(sweep / "1", proc, logs)
     ok_record = (sweep / "0" / "metrics.json").read_bytes()
@@ -481,7 +499,7 @@ def test_the_same_command_with_resume_continues_its_latest_sweep(tmp_path):
     """No hydra.sweep.dir: `resume=true` finds multirun/<date>/<time> of the same command."""
 
     def sweep_here(*extra: str, fault: str | None = None) -> subprocess.CompletedProcess:
-        env = sweep_env(**({"SWEEP_FAULT": fault} if fault else {}))
+        env = sweep_env(**(faults.fault_env(fault) if fault else {}))
         args = [sys.executable, "-m", "sweep.run", "-m", "merge_on_end=false", *FAST]
         args += ["tokens=2,3", *extra]
         return subprocess.run(args, cwd=tmp_path, env=env, capture_output=True, text=True)

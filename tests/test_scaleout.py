@@ -7,7 +7,7 @@ import sys
 import pytest
 from hydra import compose, initialize_config_dir
 
-from sweep.run import run_job
+from sweep.job import run_job
 from tests.conftest import REPO, records, run_sweep, sweep_env
 
 CONF = REPO / "conf"
@@ -17,7 +17,7 @@ FAST = ["tokens=6", "runs.benchmark=2", "compile_cache_dir=null"]
 def job(tmp_path, *overrides: str) -> dict:
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         cfg = compose(config_name="config", overrides=[*FAST, *overrides])
-    return run_job(cfg, job_dir=tmp_path / "_".join(overrides).replace("/", "_")[:80])
+    return run_job(cfg, job_dir=tmp_path / "_".join(overrides).replace("/", "_")[:80]).to_dict()
 
 
 @pytest.fixture(scope="module")

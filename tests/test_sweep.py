@@ -43,7 +43,7 @@ def test_only_warmup_compiles(quick_sweep):
 def test_prompt_tokens_include_the_image_soft_tokens(quick_sweep):
     import sentencepiece as spm
 
-    from sweep.preflight import CHAT_TEMPLATE
+    from sweep.engine import CHAT_TEMPLATE
     from sweep.tokenizer import local_tokenizer_path
 
     sp = spm.SentencePieceProcessor(model_file=str(local_tokenizer_path()))
@@ -99,9 +99,10 @@ def test_cpu_bandwidth_is_probed_over_a_buffer_the_size_of_the_decoded_weights(q
 
 def test_compile_share_adds_up_the_records(quick_sweep):
     from sweep.callbacks import compile_share
+    from sweep.record import Record
 
     recs = records(quick_sweep)
-    share = compile_share(recs)
+    share = compile_share([Record.from_dict(r) for r in recs])
     assert share["wall_s"] == pytest.approx(sum(r["wall_s"] for r in recs))
     compile_s = sum(r["phases"][p]["compile_s"] for r in recs for p in PHASES)
     assert share["compile_s"] == pytest.approx(compile_s)

@@ -18,10 +18,10 @@ def save_tiny_checkpoint(out: Path, *, seed: int = 0) -> tuple[Path, Path]:
     from gemma import gm
 
     from sweep.config import ModelConfig
-    from sweep.models import load_model
+    from sweep.models import build_model
     from sweep.tokenizer import local_tokenizer_path
 
-    model, _ = load_model(ModelConfig(name="tiny", arch="tiny"), seed=seed)
+    model = build_model(ModelConfig(name="tiny", arch="tiny"), seed=seed)
     out.mkdir(parents=True, exist_ok=True)
     params_dir = out.resolve() / "params"
     if params_dir.exists():

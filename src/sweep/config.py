@@ -201,6 +201,7 @@ class Config:
     def __post_init__(self) -> None:
         _check_min("tokens", self.tokens, 1)
         _check_min("batch_size", self.batch_size, 1)
+        _check_min("seed", self.seed, 0)  # else numpy's default_rng fails deep in the build
         _check_choice("quant", self.quant, QUANTS)
         if self.tokens > self.engine.cache_length:
             raise ConfigError(

@@ -29,7 +29,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import linen as nn
 
-from sweep.models import LoadedModel
+from sweep.models import LoadedModel, ModelSpec
 from sweep.programs import StoredProgram
 
 
@@ -56,6 +56,9 @@ class Generation:
     prompt_tokens: int  # per sequence, including image soft tokens
     token_ids: np.ndarray  # int32 [B, new_tokens]
     texts: tuple[str, ...]
+    # True when first_token_s was not observed within this request but timed as a separate
+    # 1-token request (gemma's Sampler): post_first_s is then a difference of two requests.
+    first_token_derived: bool = False
 
 
 class Engine(Protocol):
@@ -71,7 +74,7 @@ def forbidden_token_ids(tokenizer) -> tuple[int, ...]:
     return tuple(int(t) for t in (*stop, *tokenizer.FORBIDDEN_TOKENS))
 
 
-def prompt_tokens_with_images(model: LoadedModel, token_ids: list[int], num_images: int) -> int:
+def prompt_tokens_with_images(model: ModelSpec, token_ids: list[int], num_images: int) -> int:
     return len(token_ids) + (num_images * model.image_soft_tokens() if num_images else 0)
 
 
@@ -375,6 +378,7 @@ class SamplerEngine(_GemmaSamplerBase):
             prompt_tokens=self._prompt_tokens(request),
             token_ids=token_ids,
             texts=tuple(result.text),
+            first_token_derived=True,
         )
 
 
@@ -408,17 +412,38 @@ class StreamEngine(_GemmaSamplerBase):
 
 ENGINES = {"fused": FusedEngine, "sampler": SamplerEngine, "stream": StreamEngine}
 
-_ENGINE_CACHE: dict[tuple, Engine] = {}
+
+def make_engine(name: str, model: LoadedModel, *, cache_length: int) -> Engine:
+    """A new engine (`sweep.cache` keeps them per model, so a token sweep compiles once)."""
+    return ENGINES[name](model, cache_length=cache_length)
 
 
-def get_engine(name: str, model: LoadedModel, *, cache_length: int) -> tuple[Engine, bool]:
-    """The engine for (name, model, cache_length), and whether it was reused in this process.
+CHAT_TEMPLATE = "<start_of_turn>user\n{prompt}<end_of_turn>\n<start_of_turn>model\n"
 
-    Reusing the engine reuses its jitted programs: a sweep over `tokens` compiles once.
-    """
-    key = (name, id(model), cache_length)
-    if key in _ENGINE_CACHE and _ENGINE_CACHE[key].model is model:
-        return _ENGINE_CACHE[key], True
-    engine = ENGINES[name](model, cache_length=cache_length)
-    _ENGINE_CACHE[key] = engine
-    return engine, False
+
+def build_request(config, model: ModelSpec, image: np.ndarray | None) -> Request:
+    """The request every phase sends (`config`: a `sweep.config.Config`). Checks it fits the
+    KV cache before any compile: a `ModelSpec` (module + tokenizer) is enough, no weights."""
+    from sweep.config import ConfigError
+
+    prompt = CHAT_TEMPLATE.format(prompt=config.mode.prompt)
+    images = None
+    if config.mode.name == "image":
+        if not model.has_vision:
+            raise ConfigError("mode", "image", f"model={config.model.name} has no vision encoder")
+        images = np.broadcast_to(image, (config.batch_size, 1, *image.shape)).copy()
+    ids = model.tokenizer.encode(prompt, add_bos=True)
+    num_images = 0 if images is None else images.shape[1]
+    prompt_tokens = prompt_tokens_with_images(model, ids, num_images)
+    needed = prompt_tokens + config.tokens
+    if needed > config.engine.cache_length:
+        raise ConfigError(
+            "tokens",
+            config.tokens,
+            f"prompt ({prompt_tokens} tokens) + tokens needs {needed} cache positions, more than "
+            f"engine.cache_length={config.engine.cache_length}: lower tokens or raise "
+            "engine.cache_length",
+        )
+    return Request(
+        prompts=(prompt,) * config.batch_size, images=images, max_new_tokens=config.tokens
+    )

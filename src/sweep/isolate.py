@@ -4,23 +4,31 @@ A native crash (abort, segfault, SIGKILL from the kernel's OOM killer, a library
 exit()) then ends only that child: the job gets a `crashed` record naming the signal or exit
 code, the phase it was in and the last lines the process printed, and the sweep goes on.
 
-The parent (the Hydra job) validates the config, checks for a record to resume, starts
-`python -m sweep.isolate <spec>` and writes the record the child hands back (through a file in
-the job dir). The parent never touches a device, so the child can open the chips (a TPU is
-held by one process at a time). The price: every job builds its model again (no model cache
-across jobs; the persistent compilation cache still applies).
+The parent (the Hydra job, sweep/job.py) validates the config, checks for a record to resume,
+starts `python -m sweep.isolate <spec>` and writes the record the child hands back (through a
+file in the job dir). The child imports the job function named in the spec (`module:function`,
+e.g. `sweep.job:execute_dict`): this module runs a function in a child and knows nothing of
+jobs. The parent never touches a device, so the child can open the chips (a TPU is held by one
+process at a time). The price: every job builds its model again (no model cache across jobs;
+the persistent compilation cache still applies).
 
-While the child runs, it rewrites its partial record at each phase boundary, so a crash keeps
-the environment, the model block and the phases already finished. The child runs in its own
-process group and dies with the parent (Linux PDEATHSIG). A SIGTERM/SIGINT to the parent is
-passed on to the child as one SIGTERM (it records itself as interrupted); if the child does not
-end within `GRACE_S`, or a second signal comes, it is killed.
+While the child runs, it rewrites its partial record at each step of the job (a
+`sweep.hooks` hook), so a crash keeps the environment, the model block and the phases already
+finished. Spec and result files (`.isolate-*.json` in the job dir) are removed when the child
+ends; ones left by a parent that was killed (-9) are removed when the job runs again.
+
+The child runs in its own process group and dies with the parent (Linux PDEATHSIG). A
+SIGTERM/SIGINT to the parent is passed on to the child as one SIGTERM (it records itself as
+interrupted); if the child does not end within `GRACE_S`, or a second signal comes, it is
+killed.
 """
 
 from __future__ import annotations
 
 import collections
 import contextlib
+import dataclasses
+import importlib
 import json
 import logging
 import os
@@ -33,7 +41,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from sweep import interrupt
+from sweep import hooks, interrupt
+from sweep.record import CrashInfo, ErrorInfo, IsolateInfo
 
 log = logging.getLogger("sweep")
 
@@ -41,18 +50,15 @@ GRACE_S = 20.0  # how long an interrupted child may take to record itself
 TAIL_LINES = 20
 LOG_FORMAT = "[%(asctime)s][%(name)s][%(levelname)s] - %(message)s"  # Hydra's job log format
 
-# In the child: where `progress` writes the partial record (None in any other process).
-_progress_path: Path | None = None
+PREFIX = ".isolate-"  # spec and result files in the job dir
 
 
 def wanted(cfg) -> bool:
     return bool(cfg.get("isolate", False))
 
 
-def progress(record: dict[str, Any], phase: str | None) -> None:
-    """In an isolated child: save the record so far, and the phase now starting."""
-    if _progress_path is not None:
-        _write_json(_progress_path, {"final": False, "phase": phase, "record": record})
+def _as_json(record: Any) -> Any:
+    return record.to_dict() if hasattr(record, "to_dict") else record
 
 
 def _write_json(path: Path, data: dict[str, Any]) -> None:
@@ -66,15 +72,24 @@ def _write_json(path: Path, data: dict[str, Any]) -> None:
 
 
 def run_in_child(
-    config: dict[str, Any], record: dict[str, Any], ctx: dict[str, Any], job_dir: Path
-) -> BaseException | None:
-    """Run the job in a child process and fill `record` from it. Returns the interrupt (to be
-    re-raised after the record is written) when this process was told to stop, else None."""
+    config: dict[str, Any],
+    record: dict[str, Any],
+    ctx: dict[str, Any],
+    job_dir: Path,
+    *,
+    target: str,
+) -> tuple[dict[str, Any], BaseException | None]:
+    """Run `target(config, record, ctx)` ("module:function", returning (record, interrupt)) in
+    a child process. Returns the record it handed back (or `record` amended with how the child
+    died), and the interrupt (to be re-raised after the record is written) when this process
+    was told to stop, else None."""
     job_dir.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(dir=job_dir, prefix=".isolate-", suffix=".json")
+    remove_leftovers(job_dir)
+    fd, name = tempfile.mkstemp(dir=job_dir, prefix=PREFIX, suffix=".json")
     spec_path = Path(name)
     result_path = spec_path.with_name(spec_path.stem + ".result.json")
     spec = {
+        "target": target,
         "config": config,
         "record": record,
         "ctx": ctx,
@@ -115,33 +130,31 @@ def run_in_child(
             path.unlink(missing_ok=True)
     wall_s = time.perf_counter() - started
     sig = signal.Signals(-code).name if code < 0 and -code in signal.valid_signals() else None
-    block = {"pid": proc.pid, "exit_code": code, "signal": sig, "wall_s": wall_s}
+    block = dataclasses.asdict(IsolateInfo(pid=proc.pid, exit_code=code, signal=sig, wall_s=wall_s))
     if result and result.get("final"):
-        record.clear()
-        record.update(result["record"])
-        record["isolate"] = block
+        record = result["record"] | {"isolate": block}
         if code != 0:  # e.g. a native library crashing at interpreter exit
             log.warning(
                 "[job %s] the job's process exited with %s after handing back its record",
                 ctx.get("job_num"),
                 sig or code,
             )
-        return interrupted
-    # The child died before handing its record back.
-    if result:
-        record.clear()
-        record.update(result["record"])
+        return record, interrupted
+    # The child died before handing its record back: keep what it saved at its last step.
+    record = dict(result["record"]) if result else dict(record)
     phase = (result or {}).get("phase")
     record["isolate"] = block
     record["wall_s"] = wall_s
     if interrupted is not None:
         record["status"] = "interrupted"
-        record["error"] = {"type": type(interrupted).__name__, "message": str(interrupted)}
+        record["error"] = dataclasses.asdict(ErrorInfo.of(interrupted))
     else:
+        error = ErrorInfo.of("JobCrashed", _crash_message(code, sig, phase))
         record["status"] = "crashed"
-        record["error"] = {"type": "JobCrashed", "message": _crash_message(code, sig, phase)}
-        record["crash"] = {"signal": sig, "exit_code": code, "phase": phase, "output": list(tail)}
-        log.error("[job %s] %s", ctx.get("job_num"), record["error"]["message"])
+        record["error"] = dataclasses.asdict(error)
+        crash = CrashInfo(signal=sig, exit_code=code, phase=phase, output=list(tail))
+        record["crash"] = dataclasses.asdict(crash)
+        log.error("[job %s] %s", ctx.get("job_num"), error.message)
         for line in tail:
             log.error("[job %s]   | %s", ctx.get("job_num"), line)
     wandb = record.get("wandb") or {}
@@ -150,7 +163,23 @@ def run_in_child(
             "status": "error",
             "reason": "the job's process ended before finishing its wandb run",
         }
-    return interrupted
+    return record, interrupted
+
+
+def remove_leftovers(job_dir: Path) -> list[Path]:
+    """Remove spec/result files an earlier run of this job left behind (its parent was killed
+    with -9, so its `finally` never ran). One job dir belongs to one job at a time (the sweep
+    dir is locked), so any such file here is stale."""
+    removed = []
+    if not job_dir.is_dir():
+        return removed
+    for path in job_dir.glob(f"{PREFIX}*"):
+        with contextlib.suppress(OSError):
+            path.unlink()
+            removed.append(path)
+    if removed:
+        log.info("removed %d file(s) left by an earlier isolated run in %s", len(removed), job_dir)
+    return removed
 
 
 def _crash_message(code: int, sig: str | None, phase: str | None) -> str:
@@ -233,31 +262,30 @@ def _die_with_parent(parent_pid: int | None) -> None:
         os._exit(1)
 
 
+def _resolve(target: str):
+    module, _, name = target.partition(":")
+    return getattr(importlib.import_module(module), name)
+
+
 def child_main(spec_path: str) -> int:
-    global _progress_path
     spec = json.loads(Path(spec_path).read_text(encoding="utf-8"))
     _die_with_parent(spec.get("parent_pid"))
     _configure_logging(spec.get("log_files") or [])
     interrupt.install()
-    from omegaconf import OmegaConf
-
-    from sweep import run
-
-    record = spec["record"]
     result = Path(spec["result"])
-    _progress_path = result
-    progress(record, None)
+
+    def save_progress(step: str | None, record: Any, job_num: int | None = None) -> None:
+        _write_json(result, {"final": False, "phase": step, "record": _as_json(record)})
+
+    save_progress(None, spec["record"])
+    unregister = hooks.register(save_progress)
     try:
-        run._execute(OmegaConf.create(spec["config"]), record, spec["ctx"])
+        record, _ = _resolve(spec["target"])(spec["config"], spec["record"], spec["ctx"])
     finally:
-        _progress_path = None
+        unregister()
     _write_json(result, {"final": True, "phase": None, "record": record})
     return 0
 
 
 if __name__ == "__main__":
-    # Through the imported module, not this `__main__` copy: `sweep.run` reports progress to
-    # `sweep.isolate`, whose `_progress_path` child_main sets.
-    from sweep.isolate import child_main as _child_main
-
-    sys.exit(_child_main(sys.argv[1]))
+    sys.exit(child_main(sys.argv[1]))

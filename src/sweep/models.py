@@ -1,4 +1,4 @@
-"""Model config -> (gemma Transformer, params, tokenizer), built once per process.
+"""Model config -> (gemma Transformer, params, tokenizer); `sweep.cache` keeps one per process.
 
 `tiny` is gemma's own Gemma 3 Transformer at toy size with a tiny SigLIP encoder, so it runs
 anywhere with no download. The other archs are gemma's own classes (`gm.nn.Gemma3_4B`, ...):
@@ -17,7 +17,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from sweep.config import ModelConfig
+from sweep.config import ConfigError, ModelConfig
 from sweep.tokenizer import local_tokenizer_path
 
 # Greedy decoding with these forbidden forces exactly `tokens` new tokens.
@@ -64,24 +64,31 @@ class LoadedModel(ModelSpec):
         return tree_bytes(self.params.get("vision_encoder", {}))
 
 
-_CACHE: dict[tuple, LoadedModel] = {}
+def build_model(
+    cfg: ModelConfig, *, seed: int, quant: str = "none", mesh=None, spec: ModelSpec | None = None
+) -> LoadedModel:
+    """Build the model for `cfg` (no caching here: `sweep.cache` holds one model per process).
 
-
-def load_model(
-    cfg: ModelConfig, *, seed: int, quant: str = "none", mesh=None
-) -> tuple[LoadedModel, bool]:
-    """The model for `cfg`, and whether it came from this process's cache.
-
-    `mesh` (a jax Mesh or None): params are placed sharded over its `model` axis.
+    `mesh` (a jax Mesh or None): params are placed sharded over its `model` axis. `spec`: the
+    module and tokenizer already made for `cfg` (made here when None).
     """
-    mesh_key = None if mesh is None else (tuple(mesh.shape.items()), tuple(mesh.devices.flat))
-    key = (dataclasses.astuple(cfg), seed, quant, mesh_key)
-    if key in _CACHE:
-        return _CACHE[key], True
-    _CACHE.clear()  # hold one model at a time: a sweep over models must not pile them up
-    loaded = _build(cfg, seed=seed, quant=quant, mesh=mesh)
-    _CACHE[key] = loaded
-    return loaded, False
+    return _build(spec or make_spec(cfg), cfg, seed=seed, quant=quant, mesh=mesh)
+
+
+def make_mesh(topology):
+    """The topology's device mesh (None for a single device)."""
+    if topology.num_devices == 1:
+        return None
+    from jax.sharding import AxisType
+
+    devices = jax.devices()[: topology.num_devices]
+    # Auto axis types: Explicit (the default) breaks gemma's embedding lookup under sharding.
+    return jax.make_mesh(
+        tuple(topology.mesh.shape),
+        tuple(topology.mesh.axes),
+        axis_types=(AxisType.Auto,) * len(topology.mesh.axes),
+        devices=devices,
+    )
 
 
 def _tiny_module():
@@ -140,21 +147,12 @@ def _tokenizer(cfg: ModelConfig):
     return cls(path=os.fspath(Path(cfg.tokenizer)))
 
 
-_SPECS: dict[tuple, ModelSpec] = {}
+def make_spec(cfg: ModelConfig) -> ModelSpec:
+    """Module and tokenizer for `cfg`, without building any weights."""
+    return ModelSpec(name=cfg.name, model=module_for(cfg), tokenizer=_tokenizer(cfg))
 
 
-def model_spec(cfg: ModelConfig) -> ModelSpec:
-    """Module and tokenizer for `cfg`, without building any weights. One per process for the
-    current config: the preflight check and the weight build share the same tokenizer."""
-    key = dataclasses.astuple(cfg)
-    if key not in _SPECS:
-        _SPECS.clear()
-        _SPECS[key] = ModelSpec(name=cfg.name, model=module_for(cfg), tokenizer=_tokenizer(cfg))
-    return _SPECS[key]
-
-
-def _build(cfg: ModelConfig, *, seed: int, quant: str, mesh) -> LoadedModel:
-    spec = model_spec(cfg)
+def _build(spec: ModelSpec, cfg: ModelConfig, *, seed: int, quant: str, mesh) -> LoadedModel:
     model, tokenizer = spec.model, spec.tokenizer
     dtype = jnp.dtype(cfg.dtype)
     expected = param_shapes(model, dtype=dtype)
@@ -212,15 +210,29 @@ def param_shapes(model, *, dtype=None) -> Any:
     return shapes
 
 
-class CheckpointError(ValueError):
-    """The checkpoint does not fit the configured model; the message says how."""
+class CheckpointError(ConfigError):
+    """`model.checkpoint` cannot be loaded or does not fit the configured model; the message
+    names the key, the path and why."""
+
+    def __init__(self, path: str, reason: str):
+        super().__init__("model.checkpoint", path, reason)
 
 
 def load_checkpoint(path: str, expected: Any, *, dtype) -> Any:
-    """Params from a local orbax checkpoint, checked against the model's expected shapes."""
+    """Params from a local orbax checkpoint, checked against the model's expected shapes.
+    Raises CheckpointError (a ConfigError naming `model.checkpoint`) when it cannot be used."""
     from gemma import gm
 
-    params = gm.ckpts.load_params(os.fspath(Path(path).expanduser().resolve()))
+    try:
+        params = gm.ckpts.load_params(os.fspath(Path(path).expanduser().resolve()))
+    except Exception as exc:
+        if isinstance(exc, MemoryError) or "RESOURCE_EXHAUSTED" in str(exc):
+            raise  # out of memory: the job's `oom` status, not a config problem
+        lines = str(exc).strip().splitlines() or [""]
+        reason = f"{type(exc).__name__}: {lines[0][:300]}"
+        raise CheckpointError(
+            path, f"gm.ckpts.load_params could not load it as an orbax checkpoint ({reason})"
+        ) from exc
     got = jax.tree_util.tree_flatten_with_path(params)[0]
     want = jax.tree_util.tree_flatten_with_path(expected)[0]
     got_shapes = {jax.tree_util.keystr(p): tuple(x.shape) for p, x in got}
@@ -230,8 +242,9 @@ def load_checkpoint(path: str, expected: Any, *, dtype) -> Any:
         extra = sorted(set(got_shapes) - set(want_shapes))[:3]
         wrong = [k for k in want_shapes if k in got_shapes and got_shapes[k] != want_shapes[k]]
         raise CheckpointError(
-            f"model.checkpoint={path} does not match the model's params: "
-            f"missing {missing}, unexpected {extra}, wrong shape {wrong[:3]}"
+            path,
+            f"does not match the model's params: missing {missing}, unexpected {extra}, "
+            f"wrong shape {wrong[:3]} (a checkpoint of another architecture than model=?)",
         )
     return jax.tree.map(lambda x: jnp.asarray(x, dtype), params)
 

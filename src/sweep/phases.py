@@ -15,8 +15,10 @@ from collections.abc import Callable
 from typing import Any
 
 from sweep import programs
+from sweep.costs import CostModel
 from sweep.engine import Engine, Generation, Request
-from sweep.metrics import CostModel, run_metrics, summarize
+from sweep.metrics import run_metrics, summarize
+from sweep.record import PhaseBlock
 
 log = logging.getLogger("sweep")
 
@@ -96,6 +98,7 @@ def generation_metrics(gen: Generation, request: Request, cost: CostModel | None
         prompt_tokens=gen.prompt_tokens,
         batch_size=request.batch_size,
         cost=cost,
+        first_token_derived=gen.first_token_derived,
     )
 
 
@@ -107,7 +110,7 @@ def run_phase(
     runs: int,
     cost: CostModel | None,
     on_run: Callable[[str, int, dict[str, Any]], None] | None = None,
-) -> tuple[dict[str, Any], Generation]:
+) -> tuple[PhaseBlock, Generation]:
     """Time `runs` requests. Returns the phase block of the record and the last generation."""
     samples: list[dict[str, Any]] = []
     started = time.perf_counter()
@@ -119,18 +122,19 @@ def run_phase(
             if on_run is not None:
                 on_run(name, i, run)
             if runs > 1:
+                decode = run["decode_tokens_per_s"]
                 log.info(
-                    "  %s %d/%d: first token %.4f s, decode %.1f tok/s",
+                    "  %s %d/%d: first token %.4f s, decode %s tok/s",
                     name,
                     i + 1,
                     runs,
                     run["first_token_s"],
-                    run["decode_tokens_per_s"] or 0.0,
+                    "—" if decode is None else f"{decode:.1f}",
                 )
-    block = {
-        "runs": samples,
-        "summary": summarize(samples),
+    block = PhaseBlock(
+        runs=samples,
+        summary=summarize(samples),
         **dataclasses.asdict(stats),  # compiles, compile_s, then PHASE_CACHE_COUNTS
-        "wall_s": time.perf_counter() - started,
-    }
+        wall_s=time.perf_counter() - started,
+    )
     return block, gen

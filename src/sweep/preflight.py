@@ -1,4 +1,4 @@
-"""Checks and preparation that run before any device work: inputs, devices, request, costs."""
+"""Checks that run before any model is built: input files, memory fit, devices."""
 
 from __future__ import annotations
 
@@ -10,13 +10,59 @@ import jax
 import numpy as np
 
 from sweep.config import Config, ConfigError, TopologyConfig
-from sweep.metrics import CostModel
 
-CHAT_TEMPLATE = "<start_of_turn>user\n{prompt}<end_of_turn>\n<start_of_turn>model\n"
+# Larger images are refused from their header, before any pixel is decoded: the model resizes
+# every image to its encoder's input (896x896 for Gemma 3) anyway, and a 12000x12000 PNG
+# peaked at 4.3 GiB. (Pillow's own decompression-bomb limit is 89.5 megapixels.)
+MAX_IMAGE_PIXELS = 50_000_000
+
+
+def _image_too_big(path: str, size: str) -> ConfigError:
+    return ConfigError(
+        "mode.image",
+        path,
+        f"{size}, more than the cap of {MAX_IMAGE_PIXELS / 1e6:g} megapixels "
+        "(sweep.preflight.MAX_IMAGE_PIXELS): give a smaller image (the model resizes it to "
+        "its encoder's input anyway)",
+    )
+
+
+def _open_image_header(path: str, p: Path):
+    """`Image.open` (reads the header only), with Pillow's decompression-bomb warning and error
+    turned into the size cap's ConfigError."""
+    import re
+    import warnings
+
+    from PIL import Image
+
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", Image.DecompressionBombWarning)
+            img = Image.open(p)
+    except Image.DecompressionBombError as exc:  # > 2x Pillow's limit: no size is returned
+        pixels = re.search(r"\((\d+) pixels\)", str(exc))
+        size = f"{int(pixels.group(1)) / 1e6:.1f} megapixels" if pixels else "too many pixels"
+        raise _image_too_big(path, f"{size} (Pillow refuses it as a decompression bomb)") from None
+    bomb = False
+    for w in caught:
+        if issubclass(w.category, Image.DecompressionBombWarning):
+            bomb = True
+        else:  # not ours to swallow
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    width, height = img.size
+    if bomb or width * height > MAX_IMAGE_PIXELS:
+        img.close()
+        raise _image_too_big(
+            path, f"{width}x{height} pixels ({width * height / 1e6:.1f} megapixels)"
+        )
+    return img
 
 
 def load_image(path: str | None) -> np.ndarray:
-    """The image as uint8 [H, W, 3]; ConfigError naming `mode.image` when it cannot be used."""
+    """The image as uint8 [H, W, 3]; ConfigError naming `mode.image` when it cannot be used.
+
+    Images above MAX_IMAGE_PIXELS are refused from the header, before any pixel is decoded.
+    """
     from PIL import Image, UnidentifiedImageError
 
     if not path:
@@ -29,9 +75,13 @@ def load_image(path: str | None) -> np.ndarray:
     if p.stat().st_size == 0:
         raise ConfigError("mode.image", path, "empty file (0 bytes)")
     try:
-        with Image.open(p) as img:
+        with _open_image_header(path, p) as img:
             img.load()  # decodes every byte: truncated files fail here, not on the device
             rgb = img.convert("RGB")
+    except ConfigError:
+        raise
+    except Image.DecompressionBombError as exc:  # e.g. raised again while decoding
+        raise _image_too_big(path, str(exc)) from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         raise ConfigError("mode.image", path, f"not a readable image ({exc})") from None
     return np.asarray(rgb, dtype=np.uint8)
@@ -50,6 +100,9 @@ def check_paths(config: Config) -> None:
             raise ConfigError("model.checkpoint", ckpt, "directory not readable")
         if not any(p.iterdir()):
             raise ConfigError("model.checkpoint", ckpt, "empty directory (no orbax checkpoint)")
+        problem = _orbax_problem(ckpt, p)
+        if problem:
+            raise ConfigError("model.checkpoint", ckpt, problem)
     tok = config.model.tokenizer
     if tok:
         p = Path(tok).expanduser()
@@ -59,6 +112,71 @@ def check_paths(config: Config) -> None:
             raise ConfigError("model.tokenizer", tok, "empty file")
         if not os.access(p, os.R_OK):
             raise ConfigError("model.tokenizer", tok, "file not readable")
+        problem = _sentencepiece_problem(p)
+        if problem:
+            raise ConfigError("model.tokenizer", tok, problem)
+
+
+# What gm.ckpts.save_params (orbax's StandardCheckpointer, OCDBT format) writes into its
+# directory. gm.ckpts.load_params needs `_METADATA` (the tree of arrays) to start.
+ORBAX_FILES = ("_METADATA", "_CHECKPOINT_METADATA", "manifest.ocdbt", "d")
+
+
+def _has_orbax_metadata(p: Path) -> bool:
+    if (p / "_METADATA").is_file():
+        return True
+    # A Kauldron checkpoint: load_params reads the item in its `default/` subdirectory.
+    return (p / "_CHECKPOINT_METADATA").is_file() and (p / "default" / "_METADATA").is_file()
+
+
+def _orbax_problem(ckpt: str, p: Path) -> str | None:
+    """Why the directory `p` is not an orbax checkpoint gm.ckpts.load_params can read, or None.
+    Reads only file names and the small `_METADATA` JSON: no array is loaded."""
+    import json
+
+    if _has_orbax_metadata(p):
+        meta = p / "_METADATA"
+        if not meta.is_file():
+            return None  # the Kauldron layout
+        try:
+            tree = json.loads(meta.read_bytes())["tree_metadata"]
+            if not isinstance(tree, dict) or not tree:
+                raise ValueError("no arrays in it")
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            reason = f"{type(exc).__name__}: {exc}"
+            return (
+                f"its _METADATA file is not orbax tree metadata ({reason}): a damaged or "
+                "unfinished checkpoint, or not one written by gm.ckpts.save_params"
+            )
+        return None
+    subdirs = sorted(c for c in p.iterdir() if c.is_dir() and _has_orbax_metadata(c))
+    if subdirs:
+        guesses = " or ".join(f"model.checkpoint={Path(ckpt) / c.name}" for c in subdirs[:3])
+        return (
+            f"not an orbax checkpoint (no _METADATA file in it), but a subdirectory is: "
+            f"did you mean {guesses}?"
+        )
+    missing = [n for n in ORBAX_FILES if not (p / n).exists()]
+    found = sorted(c.name + ("/" if c.is_dir() else "") for c in p.iterdir())
+    shown = ", ".join(found[:6]) + (f" (+{len(found) - 6} more)" if len(found) > 6 else "")
+    return (
+        f"not an orbax checkpoint: missing {', '.join(missing)} (expected a directory as "
+        f"written by gm.ckpts.save_params, e.g. OUT/params of tools/save_tiny_checkpoint.py); "
+        f"found {shown}"
+    )
+
+
+def _sentencepiece_problem(p: Path) -> str | None:
+    """Why the file `p` is not a sentencepiece model, or None (loading one takes ~0.1 s)."""
+    import sentencepiece
+
+    try:
+        pieces = sentencepiece.SentencePieceProcessor(model_file=os.fspath(p)).get_piece_size()
+    except Exception as exc:  # sentencepiece raises RuntimeError/OSError with its own text
+        return f"not a sentencepiece model ({type(exc).__name__}: {exc})"
+    if pieces == 0:
+        return "not a sentencepiece model (it has no pieces)"
+    return None
 
 
 def gib(n: float) -> str:
@@ -108,22 +226,6 @@ def fit_problem(config: Config) -> str | None:
     return None
 
 
-def make_mesh(topology: TopologyConfig):
-    """The topology's device mesh (None for a single device)."""
-    if topology.num_devices == 1:
-        return None
-    from jax.sharding import AxisType
-
-    devices = jax.devices()[: topology.num_devices]
-    # Auto axis types: Explicit (the default) breaks gemma's embedding lookup under sharding.
-    return jax.make_mesh(
-        tuple(topology.mesh.shape),
-        tuple(topology.mesh.axes),
-        axis_types=(AxisType.Auto,) * len(topology.mesh.axes),
-        devices=devices,
-    )
-
-
 def topology_mismatch(topology: TopologyConfig, env: dict[str, Any]) -> str | None:
     """Why these devices cannot be this topology, or None when they can."""
     backend = env["backend"]
@@ -146,85 +248,3 @@ def topology_mismatch(topology: TopologyConfig, env: dict[str, Any]) -> str | No
     if topology.num_hosts != env["hosts"]:
         return f"topology={topology.name} needs {topology.num_hosts} hosts, found {env['hosts']}"
     return None
-
-
-def build_request(config: Config, model, image: np.ndarray | None):
-    """The request every phase sends. Checks it fits the KV cache before any compile.
-
-    `model`: a `models.ModelSpec` (module + tokenizer) is enough; no weights are needed.
-    """
-    from sweep.engine import Request, prompt_tokens_with_images
-
-    prompt = CHAT_TEMPLATE.format(prompt=config.mode.prompt)
-    images = None
-    if config.mode.name == "image":
-        if not model.has_vision:
-            raise ConfigError("mode", "image", f"model={config.model.name} has no vision encoder")
-        images = np.broadcast_to(image, (config.batch_size, 1, *image.shape)).copy()
-    ids = model.tokenizer.encode(prompt, add_bos=True)
-    num_images = 0 if images is None else images.shape[1]
-    prompt_tokens = prompt_tokens_with_images(model, ids, num_images)
-    needed = prompt_tokens + config.tokens
-    if needed > config.engine.cache_length:
-        raise ConfigError(
-            "tokens",
-            config.tokens,
-            f"prompt ({prompt_tokens} tokens) + tokens needs {needed} cache positions, more than "
-            f"engine.cache_length={config.engine.cache_length}: lower tokens or raise "
-            "engine.cache_length",
-        )
-    return Request(
-        prompts=(prompt,) * config.batch_size, images=images, max_new_tokens=config.tokens
-    )
-
-
-def cost_model(model, topology: TopologyConfig, env: dict[str, Any]) -> CostModel:
-    """Bytes and FLOPs per request for MBU/MFU, with the topology's (or probed) peaks."""
-    from sweep.env import probe_bytes_for, probe_read_bandwidth
-
-    params = model.params
-    vision_bytes = model.image_encoder_bytes()
-    embed = params["embedder"]["input_embedding"]
-    decoder_params = model.num_params - model.image_encoder_params()
-    matmul_params = decoder_params - embed.size  # the embedding is a lookup in prefill
-
-    dtype = jax.tree.leaves(params)[0].dtype
-    cache = jax.eval_shape(
-        lambda: model.config.init_cache(batch_size=1, dtype=dtype, cache_length=1)
-    )
-    types = getattr(model.config, "attention_types", None) or ()
-    window = getattr(model.config, "sliding_window_size", None)
-    kv_global = kv_local = 0
-    for i, (_, layer) in enumerate(sorted(cache.items(), key=lambda kv: _layer_index(kv[0]))):
-        per_pos = sum(layer[k].size * layer[k].dtype.itemsize for k in ("k", "v"))
-        is_local = i < len(types) and "LOCAL" in str(types[i]).upper()
-        if is_local and window:
-            kv_local += per_pos
-        else:
-            kv_global += per_pos
-
-    decode_weight_bytes = model.param_bytes - vision_bytes
-    if topology.platform == "cpu":
-        probe_bytes = probe_bytes_for(decode_weight_bytes)
-        peak_bytes = probe_read_bandwidth(probe_bytes)
-        peak_flops = topology.peak_bf16_flops
-        env["cpu_read_bytes_per_s"] = peak_bytes
-        env["cpu_read_probe_bytes"] = probe_bytes
-    else:
-        chips = topology.num_devices
-        peak_bytes = topology.peak_hbm_bytes_per_s and topology.peak_hbm_bytes_per_s * chips
-        peak_flops = topology.peak_bf16_flops and topology.peak_bf16_flops * chips
-    return CostModel(
-        decode_weight_bytes=decode_weight_bytes,
-        kv_bytes_per_position_global=kv_global,
-        kv_bytes_per_position_local=kv_local,
-        sliding_window=window,
-        prefill_flops_per_token=2 * matmul_params,
-        peak_bytes_per_s=peak_bytes,
-        peak_flops=peak_flops,
-    )
-
-
-def _layer_index(name: str) -> int:
-    digits = "".join(c for c in name if c.isdigit())
-    return int(digits) if digits else 0

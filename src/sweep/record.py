@@ -1,11 +1,15 @@
 """The result record: one `metrics.json` per Hydra job, the source of truth for every table.
 
-Pure standard library. Written atomically (temp file in the same dir, fsync, `os.replace`)
-with `allow_nan=False`, so a reader sees the old record or the new one, never half of one.
+`Record` is the typed form the job fills (dataclasses; `to_dict()` is the JSON layout, and
+`Record.from_dict()` checks a file's contents and gives them back typed). `ErrorInfo.of()` is
+the one place an error block is built. Pure standard library. Written atomically (temp file
+in the same dir, fsync, `os.replace`) with `allow_nan=False`, so a reader sees the old record
+or the new one, never half of one.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -57,15 +61,184 @@ def config_hash(config: dict[str, Any]) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
-def error_block(exc: BaseException | None) -> dict[str, str] | None:
-    if exc is None:
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class ErrorInfo:
+    """Why a job did not end ok: the exception's type name and message."""
+
+    type: str
+    message: str
+
+    @classmethod
+    def of(cls, exc: BaseException | str, message: str | None = None) -> ErrorInfo:
+        """From an exception (its message, or `message` instead), or from a type name."""
+        if isinstance(exc, BaseException):
+            return cls(type=type(exc).__name__, message=str(exc) if message is None else message)
+        return cls(type=exc, message=message or "")
+
+    def summary(self) -> str:
+        return f"{self.type}: {self.message}"
+
+
+@dataclasses.dataclass(kw_only=True)
+class SweepInfo:
+    dir: str | None = None  # the multirun's sweep dir (None for a single run)
+    job_num: int = 0
+    overrides: list[str] = dataclasses.field(default_factory=list)
+
+
+@dataclasses.dataclass(kw_only=True)
+class ModelInfo:
+    name: str
+    source: str  # "random-init (seed N)" or the checkpoint path
+    num_params: int
+    param_bytes: int
+    reused: bool  # served by this process's model cache
+    load_s: float
+
+
+@dataclasses.dataclass(kw_only=True)
+class EngineInfo:
+    name: str
+    reused: bool
+
+
+@dataclasses.dataclass(kw_only=True)
+class PhaseBlock:
+    """One phase: raw per-run figures, their statistics, and what compiled meanwhile."""
+
+    runs: list[dict[str, Any]]
+    summary: dict[str, Any]
+    compiles: int = 0  # backend compiles, including ones served by the persistent cache
+    compile_s: float = 0.0  # tracing + lowering + backend compile
+    cache_hits: int = 0  # persistent XLA cache
+    cache_misses: int = 0
+    program_hits: int = 0  # traced programs loaded from disk (sweep/programs.py)
+    program_misses: int = 0
+    wall_s: float = 0.0
+
+
+@dataclasses.dataclass(kw_only=True)
+class IsolateInfo:
+    """The child process of an `isolate=true` job."""
+
+    pid: int
+    exit_code: int
+    signal: str | None
+    wall_s: float
+
+
+@dataclasses.dataclass(kw_only=True)
+class CrashInfo:
+    signal: str | None
+    exit_code: int
+    phase: str | None  # the phase the child had reached
+    output: list[str]  # its last lines of output
+
+
+def _not_started() -> dict[str, Any]:
+    return {"mode": None, "run_id": None, "path": None, "status": "not started"}
+
+
+@dataclasses.dataclass(kw_only=True)
+class Record:
+    """One job's record. The job fills it in order; `to_dict()` is what metrics.json holds."""
+
+    schema_version: int = SCHEMA_VERSION
+    status: str = "failed"  # until the job says otherwise
+    error: ErrorInfo | None = None
+    run_key: str | None = None  # config + machine: what the merge upserts on
+    config_hash: str | None = None  # config alone: what resume=true compares
+    started_at: str | None = None
+    finished_at: str | None = None
+    config: dict[str, Any] = dataclasses.field(default_factory=dict)
+    choices: dict[str, Any] = dataclasses.field(default_factory=dict)
+    sweep: SweepInfo = dataclasses.field(default_factory=SweepInfo)
+    env: dict[str, Any] = dataclasses.field(default_factory=dict)
+    model: ModelInfo | None = None
+    engine: EngineInfo | None = None
+    cost_model: dict[str, Any] | None = None
+    phases: dict[str, PhaseBlock] = dataclasses.field(default_factory=dict)
+    generated_text: str | None = None
+    generated_texts: list[str] | None = None
+    generated_token_ids: list[list[int]] | None = None
+    wandb: dict[str, Any] = dataclasses.field(default_factory=_not_started)
+    wall_s: float | None = None
+    process_peak_rss_bytes: int | None = None
+    isolate: IsolateInfo | None = None
+    crash: CrashInfo | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "ok"
+
+    def fail(self, status: str, error: ErrorInfo) -> None:
+        self.status, self.error = status, error
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON layout (every key present; blocks that do not apply are null)."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Any) -> Record:
+        """Check `data` (a parsed metrics.json) and give it back typed. Raises RecordError."""
+        try:
+            validate_record(data)
+        except RecordError:
+            raise
+        except Exception as exc:  # e.g. a phase block that is not an object
+            raise RecordError(f"not a valid record ({type(exc).__name__}: {exc})") from None
+        try:
+            return cls(
+                **{k: v for k, v in data.items() if k in _RECORD_FIELDS and k not in _NESTED}
+                | {k: _nested(k, data.get(k)) for k in _NESTED}
+                | {"phases": {name: _phase(name, b) for name, b in data["phases"].items()}}
+            )
+        except RecordError:
+            raise
+        except (TypeError, ValueError, AttributeError) as exc:
+            raise RecordError(f"a block does not have the record's layout ({exc})") from None
+
+
+_RECORD_FIELDS = {f.name for f in dataclasses.fields(Record)}
+_NESTED = {
+    "error": ErrorInfo,
+    "sweep": SweepInfo,
+    "model": ModelInfo,
+    "engine": EngineInfo,
+    "isolate": IsolateInfo,
+    "crash": CrashInfo,
+}
+
+
+_PHASE_FIELDS = {f.name for f in dataclasses.fields(PhaseBlock)}
+
+
+def _phase(name: str, block: Any) -> PhaseBlock:
+    if not isinstance(block, dict) or not isinstance(block.get("runs"), list):
+        raise RecordError(f"phases.{name} is not a phase block (no runs list)")
+    return PhaseBlock(
+        **{k: v for k, v in block.items() if k in _PHASE_FIELDS}
+        | {"summary": block.get("summary") if isinstance(block.get("summary"), dict) else {}}
+    )
+
+
+def _nested(key: str, value: Any) -> Any:
+    if key == "sweep" and value is None:  # a record written outside a sweep
+        return SweepInfo()
+    if value is None:
         return None
-    return {"type": type(exc).__name__, "message": str(exc)}
+    if not isinstance(value, dict):
+        raise RecordError(f"{key} is not an object")
+    cls = _NESTED[key]
+    # A key an older record lacks reads as None: the reader sees every field, typed or null.
+    return cls(**{f.name: value.get(f.name) for f in dataclasses.fields(cls)})
 
 
-def write_record(path: str | os.PathLike, record: dict[str, Any]) -> Path:
+def write_record(path: str | os.PathLike, record: Record | dict[str, Any]) -> Path:
     """Atomically write `record` as JSON. Raises ValueError on NaN/inf (a counting bug)."""
     path = Path(path)
+    if isinstance(record, Record):
+        record = record.to_dict()
     data = json.dumps(record, indent=2, sort_keys=True, allow_nan=False) + "\n"
     write_bytes_atomically(path, data.encode("utf-8"))
     _fsync_dir(path.parent)
@@ -106,20 +279,36 @@ def _reject_constant(name: str) -> Any:
 
 
 def read_record(path: str | os.PathLike) -> dict[str, Any]:
-    """Load and validate one record. Raises RecordError naming the reason."""
+    """Load and validate one record. Raises RecordError naming the reason, for whatever goes
+    wrong with the file (deep nesting: RecursionError, a huge file: MemoryError, ...): a caller
+    handles one exception type and treats the file as a bad record."""
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
+    except (OSError, UnicodeError) as exc:
         raise RecordError(f"unreadable: {exc}") from None
+    except Exception as exc:  # MemoryError, ...
+        raise RecordError(f"unreadable ({type(exc).__name__}: {exc})") from None
     if not text.strip():
         raise RecordError("empty file")
     try:
         record = json.loads(text, parse_constant=_reject_constant)
     except ValueError as exc:
         raise RecordError(f"not valid JSON ({exc})") from None
-    validate_record(record)
+    except Exception as exc:  # RecursionError (nesting too deep), MemoryError, ...
+        raise RecordError(f"not readable JSON ({type(exc).__name__}: {exc})") from None
+    try:
+        Record.from_dict(record)  # every block has the record's layout
+    except RecordError:
+        raise
+    except Exception as exc:  # a block of an unexpected type, ...
+        raise RecordError(f"not a valid record ({type(exc).__name__}: {exc})") from None
     return record
+
+
+def load_record(path: str | os.PathLike) -> Record:
+    """`read_record`, typed."""
+    return Record.from_dict(read_record(path))
 
 
 def validate_record(record: Any) -> None:

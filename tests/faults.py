@@ -1,12 +1,13 @@
-"""Test-only fault injection: make a real job abort, crash, hang or raise on demand.
+"""Fault injection for the tests: make a real job abort, crash, hang or raise on demand.
 
-Set `SWEEP_FAULT` to one or more comma-separated `<phase>:<action>[@<job>]` items:
+A `sweep.hooks` module: a test sets `SWEEP_HOOKS=tests.faults` (see `fault_env`) and
+`SWEEP_FAULT` to one or more comma-separated `<phase>:<action>[@<job>]` items:
 
     SWEEP_FAULT=warmup:abort@1          job 1 calls os.abort() when its warmup phase starts
     SWEEP_FAULT=benchmark:raise         every job raises RuntimeError in its benchmark phase
     SWEEP_FAULT=benchmark:sleep:60@2    job 2 sleeps 60 s at the start of its benchmark phase
 
-Phases (checked in this order by `sweep.run`): `start` (before anything touches a device),
+Phases (the job's hook steps, in order): `start` (before anything touches a device),
 `load` (before the model is built), `warmup`, `benchmark`, `final` (at the start of each phase,
 after the wandb run has started). `<job>` is Hydra's job number (0 in a single run); without
 it the fault fires in every job.
@@ -15,9 +16,10 @@ Actions: `raise` (RuntimeError), `abort` (SIGABRT, like a failed native CHECK), 
 segmentation fault), `kill` (SIGKILL to the job's own process, like the kernel's OOM killer
 or a preempted VM), `term` (SIGTERM to itself), `sleep:<seconds>`, `exit:<code>` (os._exit,
 like a native library calling exit()), `hang` (blocks in a native call with SIGTERM/SIGINT
-masked in that thread, like a stuck device call that never returns to Python).
+masked in that thread, like a stuck device call that never returns to Python), `fill` (writes
+`<sweep dir>/.fill` until the disk is full, like a disk filling up mid-sweep).
 
-Unset (always, outside tests), `inject` is one dictionary lookup.
+The job processes import this module from the repo root (their working directory).
 """
 
 from __future__ import annotations
@@ -26,10 +28,13 @@ import logging
 import os
 import signal
 import time
+from pathlib import Path
+
+from sweep import hooks
 
 ENV = "SWEEP_FAULT"
-PHASES = ("start", "load", "warmup", "benchmark", "final")
-ACTIONS = ("raise", "abort", "segv", "kill", "term", "sleep", "exit", "hang")
+PHASES = hooks.STEPS
+ACTIONS = ("raise", "abort", "segv", "kill", "term", "sleep", "exit", "hang", "fill")
 
 log = logging.getLogger("sweep")
 
@@ -68,17 +73,29 @@ def _is_number(text: str) -> bool:
     return True
 
 
-def inject(phase: str, job: int | None) -> None:
+def fault_env(spec: str) -> dict[str, str]:
+    """The environment variables that make a job process fire the faults in `spec` (from any
+    working directory: the repo root goes on PYTHONPATH so that this module imports)."""
+    repo = str(Path(__file__).resolve().parents[1])
+    path = os.pathsep.join(p for p in (repo, os.environ.get("PYTHONPATH")) if p)
+    return {"SWEEP_HOOKS": __name__, ENV: spec, "PYTHONPATH": path}
+
+
+def _on_step(step: str, record, job: int | None) -> None:
+    inject(step, job, sweep_dir=getattr(getattr(record, "sweep", None), "dir", None))
+
+
+def inject(phase: str, job: int | None, *, sweep_dir: str | None = None) -> None:
     """Fire the faults set for `phase` of job number `job` (no-op when SWEEP_FAULT is unset)."""
     spec = os.environ.get(ENV)
     if not spec:
         return
     for f_phase, action, arg, f_job in parse(spec):
         if f_phase == phase and (f_job is None or f_job == job):
-            _fire(phase, action, arg, job)
+            _fire(phase, action, arg, job, sweep_dir)
 
 
-def _fire(phase: str, action: str, arg: str | None, job: int | None) -> None:
+def _fire(phase: str, action: str, arg: str | None, job: int | None, sweep_dir=None) -> None:
     what = action + (f":{arg}" if arg else "")
     # The marker tests wait for (in the job's log file) before sending a signal from outside.
     pid = os.getpid()
@@ -104,6 +121,25 @@ def _fire(phase: str, action: str, arg: str | None, job: int | None) -> None:
         os._exit(int(float(arg or 1)))
     if action == "hang":
         _hang()
+    if action == "fill":
+        _fill(Path(sweep_dir or "."))
+
+
+def _fill(directory: Path) -> None:
+    """Write zeros until the file system says it is full (ENOSPC)."""
+    import errno
+
+    chunk = b"\0" * 2**20
+    with (directory / ".fill").open("wb", buffering=0) as f:
+        while True:
+            try:
+                f.write(chunk)
+            except OSError as exc:
+                if exc.errno != errno.ENOSPC:
+                    raise
+                if len(chunk) == 1:
+                    return
+                chunk = chunk[: len(chunk) // 2]
 
 
 def _hang() -> None:
@@ -113,3 +149,6 @@ def _hang() -> None:
     libc = ctypes.CDLL(None)
     while True:  # pause() never returns: the signals go to other threads
         libc.pause()
+
+
+hooks.register(_on_step)

@@ -1,0 +1,342 @@
+"""One benchmark job as a plain function: validate -> preflight -> model -> engine -> phases ->
+record. `sweep.run` is only the Hydra edge over `run_job`; `isolate=true` runs `execute` in a
+child process (sweep/isolate.py); tests call both directly.
+
+A job never raises into its caller (except a ^C/SIGTERM, after its record is written):
+whatever happens, it writes its record (status ok | failed | oom | skipped | crashed |
+interrupted) and the sweep goes on.
+
+Data flows down once: the config is checked (`config.validate`), the input files and the
+memory fit are checked (`preflight`), the request is sized against the model's module and
+tokenizer before any weight exists (`engine.build_request`), the model and engine come from
+the process's one cache (`cache.MODELS`), the cost model from the loaded model (`costs`),
+then the phases run (`phases`) and the record is written (`resume.save_record`). At each step
+the job fires its hooks (`hooks`): an isolated job's child saves its partial record there,
+and the tests inject faults there.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import logging
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from sweep import distributed, hooks, interrupt, isolate, resume
+from sweep.callbacks import parallel_launcher_problem
+from sweep.config import Config, ConfigError, validate
+from sweep.outcomes import JOB_RESULTS, JobResult, SweepStopped, disk_problem
+from sweep.record import (
+    PHASES,
+    RECORD_NAME,
+    EngineInfo,
+    ErrorInfo,
+    ModelInfo,
+    Record,
+    SweepInfo,
+    config_hash,
+    run_key,
+)
+
+log = logging.getLogger("sweep")
+
+
+class SkipJob(Exception):
+    """The job cannot run here (e.g. topology/devices mismatch); recorded as `skipped`."""
+
+
+def peak_rss_bytes() -> int | None:
+    """This process's peak resident memory so far (all jobs it ran, not this job alone)."""
+    try:
+        import resource
+    except ImportError:  # not on POSIX
+        return None
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak if sys.platform == "darwin" else peak * 1024  # macOS: bytes; Linux: KiB
+
+
+def utc_now() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def hydra_context(cfg: DictConfig) -> dict[str, Any]:
+    """Choices, overrides and dirs from Hydra, or plain defaults when called without Hydra."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if HydraConfig.initialized():
+        hc = HydraConfig.get()
+        choices = {k: v for k, v in hc.runtime.choices.items() if not k.startswith("hydra/")}
+        multirun = str(hc.mode) == "RunMode.MULTIRUN"
+        return {
+            "choices": dict(choices),
+            "overrides": list(hc.overrides.task),
+            "job_dir": hc.runtime.output_dir,
+            "sweep_dir": hc.sweep.dir if multirun else None,
+            "job_num": hc.job.num if multirun else 0,
+            # What runs the jobs (a local parallel launcher must not share accelerators).
+            "launcher": {k: hc.launcher.get(k) for k in ("_target_", "n_jobs")},
+        }
+    return {
+        "choices": {
+            g: OmegaConf.select(cfg, f"{g}.name") for g in ("model", "topology", "mode", "engine")
+        },
+        "overrides": [],
+        "job_dir": None,
+        "sweep_dir": None,
+        "job_num": 0,
+        "launcher": None,
+    }
+
+
+def _classify(exc: BaseException) -> str:
+    text = f"{type(exc).__name__}: {exc}"
+    if "RESOURCE_EXHAUSTED" in text or isinstance(exc, MemoryError):
+        return "oom"
+    if isinstance(exc, SkipJob):
+        return "skipped"
+    return "failed"
+
+
+def run_job(cfg: DictConfig, job_dir: str | Path | None = None) -> Record:
+    """Run one benchmark job and write `<job_dir>/metrics.json`. Never raises (but ^C)."""
+    ctx = hydra_context(cfg)
+    job_dir = Path(job_dir or ctx["job_dir"] or ".")
+    ctx["job_dir"] = str(job_dir)  # tracking keeps the job's wandb files there
+    label = " ".join(ctx["overrides"]) or "(defaults)"
+    config_dict = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=False)
+    config_dict.pop("hydra", None)
+    record = Record(
+        started_at=utc_now(),
+        config=config_dict,
+        choices=ctx["choices"],
+        sweep=SweepInfo(
+            dir=ctx["sweep_dir"], job_num=ctx["job_num"], overrides=list(ctx["overrides"])
+        ),
+        config_hash=config_hash(identity(config_dict)),  # what resume=true compares
+    )
+    path = job_dir / RECORD_NAME
+    isolate.remove_leftovers(job_dir)  # of an isolated run of this job killed with -9
+    previous = resume.check_previous(
+        path, record.config_hash, resume=_resume_wanted(cfg), job=ctx["job_num"]
+    )
+    if previous.kept is not None:  # resume=true: this job already has an ok record
+        JOB_RESULTS.append(JobResult(label=label, status="ok", detail="", job_dir=str(job_dir)))
+        return Record.from_dict(previous.kept)
+    log.info("[job %s] start: %s", ctx["job_num"], label)
+    if isolate.wanted(cfg) and _valid(cfg):
+        result, interrupted = isolate.run_in_child(
+            config_dict, record.to_dict(), ctx, job_dir, target=f"{__name__}:execute_dict"
+        )
+        record = _from_child(result, record)
+        if record.finished_at is None:  # the child died before finishing its record
+            record.run_key = run_key(identity(record.config), record.env)
+            record.finished_at = utc_now()
+    else:
+        interrupted = execute(cfg, record, ctx)
+    # multi-host: process 0 writes; the others ran with it (an isolated job's child says which)
+    written = True
+    if distributed.is_writer() and record.env.get("process_index") in (0, None):
+        written = resume.save_record(path, record, preserve=previous.preserve, job=ctx["job_num"])
+    detail = record.error.summary() if record.error else ""
+    JOB_RESULTS.append(
+        JobResult(label=label, status=record.status, detail=detail, job_dir=str(job_dir))
+    )
+    log.info("[job %s] %s", ctx["job_num"], headline(record))
+    interrupted = interrupted or interrupt.pending()  # a signal held back while writing
+    if interrupted is not None:
+        raise interrupted
+    problem = disk_problem(job_dir, written, more_jobs=ctx["sweep_dir"] is not None)
+    if problem:  # before Hydra fails writing the next job's files, with a traceback
+        raise SweepStopped(problem)
+    return record
+
+
+def _from_child(result: dict[str, Any], fallback: Record) -> Record:
+    """The record an isolated child handed back (or the parent's, amended by isolate)."""
+    try:
+        return Record.from_dict(result)
+    except Exception as exc:  # a child that wrote nonsense: keep what the parent knows
+        fallback.fail("crashed", ErrorInfo.of("JobCrashed", f"unusable record from child: {exc}"))
+        return fallback
+
+
+def _resume_wanted(cfg: DictConfig) -> bool:
+    if not cfg.get("resume", False):
+        return False
+    if (OmegaConf.select(cfg, "topology.num_hosts", default=1) or 1) > 1:
+        # Every host must run the same jobs, and only process 0 has records to go by.
+        log.warning("resume=true is ignored for multi-host topologies: every job runs again")
+        return False
+    return True
+
+
+def _valid(cfg: DictConfig) -> bool:
+    try:
+        validate(cfg)
+    except Exception:  # recorded by `execute`, in this process: no child needed for that
+        return False
+    return True
+
+
+def execute_dict(config: dict[str, Any], record: dict[str, Any], ctx: dict[str, Any]):
+    """`execute` over JSON-able arguments (what an isolated child receives). Returns (the
+    record as a dict, the interrupt that stopped the job or None)."""
+    typed = Record.from_dict(record)
+    interrupted = execute(OmegaConf.create(config), typed, ctx)
+    return typed.to_dict(), interrupted
+
+
+def execute(cfg: DictConfig, record: Record, ctx: dict[str, Any]) -> BaseException | None:
+    """Validate and run one job, filling `record` (here, or in an isolated job's own process).
+    Never raises; returns the KeyboardInterrupt that stopped the job, if one did."""
+    started = time.perf_counter()
+    trackers: list = []  # _run adds its wandb tracker as soon as it has one
+    interrupted: BaseException | None = None
+    try:
+        config = validate(cfg)
+        import_model_library()
+        _run(config, record, ctx, trackers)
+        record.status = "ok"
+    except KeyboardInterrupt as exc:
+        record.fail("interrupted", ErrorInfo.of(exc))
+        interrupted = exc
+    except Exception as exc:  # one job's failure must never end the sweep
+        record.fail(_classify(exc), ErrorInfo.of(exc))
+        if not isinstance(exc, ConfigError | SkipJob):
+            log.exception("[job %s] %s", ctx["job_num"], record.status)
+    record.run_key = run_key(identity(record.config), record.env)
+    record.finished_at = utc_now()
+    record.wall_s = time.perf_counter() - started
+    record.process_peak_rss_bytes = peak_rss_bytes()
+    for tracker in trackers:  # also when _run raised after starting it: the run is marked failed
+        with interrupt.deferred():
+            record.wandb = tracker.finish(record.to_dict())
+    return interrupted
+
+
+def import_model_library() -> None:
+    """Import gemma here, in a frame that holds no model. kauldron (imported by gemma) keeps
+    the stack of frames that created its module-level configs alive forever (for its error
+    messages): imported from inside `_run`, that frame's locals, the first job's model and
+    engine, could never be freed, and the process would hold two models from the second
+    model on."""
+    from gemma import gm  # noqa: F401
+    from kauldron.konfig import default_values  # noqa: F401  (imported lazily otherwise)
+
+
+def _run(config: Config, record: Record, ctx: dict[str, Any], trackers: list) -> None:
+    """The expensive part, after the config is known to be valid."""
+    from sweep import preflight, tracking
+    from sweep.cache import MODELS
+    from sweep.costs import cost_model
+    from sweep.engine import build_request
+    from sweep.env import collect_env, setup_compile_cache
+    from sweep.models import make_mesh
+    from sweep.phases import run_phase
+
+    job_num = ctx.get("job_num")
+    problem = parallel_launcher_problem(ctx.get("launcher"), config.topology)
+    if problem:  # before anything touches the chips
+        raise ConfigError("hydra/launcher", (ctx["launcher"] or {}).get("_target_"), problem)
+    hooks.fire("start", record, job_num)
+    # Input files first: host-only checks, before JAX is even initialised.
+    preflight.check_paths(config)
+    image = preflight.load_image(config.mode.image) if config.mode.name == "image" else None
+    setup_compile_cache(config.compile_cache_dir)
+    distributed.initialize(config.topology)  # multi-host: join before any device use
+    record.env = collect_env()
+    reason = preflight.fit_problem(config) or preflight.topology_mismatch(
+        config.topology, record.env
+    )
+    if reason:
+        raise SkipJob(reason)
+    # Sized against the KV cache from the module and tokenizer alone: a prompt + tokens that
+    # cannot fit fails here, not after the weights are built.
+    request = build_request(config, MODELS.spec(config.model), image)
+
+    hooks.fire("load", record, job_num)
+    t0 = time.perf_counter()
+    model, model_reused = MODELS.model(
+        config.model, seed=config.seed, quant=config.quant, mesh=make_mesh(config.topology)
+    )
+    load_s = time.perf_counter() - t0
+    engine, engine_reused = MODELS.engine(
+        config.engine.name, model, cache_length=config.engine.cache_length
+    )
+    cost = cost_model(model, config.topology, record.env)
+    record.model = ModelInfo(
+        name=model.name,
+        source=model.source,
+        num_params=model.num_params,
+        param_bytes=model.param_bytes,
+        reused=model_reused,
+        load_s=load_s,
+    )
+    record.engine = EngineInfo(name=engine.name, reused=engine_reused)
+    record.cost_model = None if cost is None else dataclasses.asdict(cost)
+
+    view = record.to_dict()
+    tracker = tracking.start(config, view, ctx)
+    record.wandb = view["wandb"]
+    trackers.append(tracker)
+    for phase in PHASES:
+        runs = getattr(config.runs, phase)
+        log.info("[job %s] %s: %d run(s)", job_num, phase, runs)
+        hooks.fire(phase, record, job_num)
+        block, last = run_phase(
+            phase, engine, request, runs=runs, cost=cost, on_run=tracker.log_run
+        )
+        record.phases[phase] = block
+        if phase == "final":
+            record.generated_text = last.texts[0]
+            record.generated_texts = list(last.texts)
+            record.generated_token_ids = last.token_ids.tolist()
+    for phase in ("benchmark", "final"):
+        compiles = record.phases[phase].compiles
+        if compiles:
+            raise RuntimeError(
+                f"{compiles} compile(s) during the {phase} phase: its timings include "
+                "compilation (the engine recompiled for an input it had already seen)"
+            )
+
+
+def identity(config_dict: dict[str, Any]) -> dict[str, Any]:
+    """The config as identity: the image by content, not by where this checkout keeps it."""
+    image = (config_dict.get("mode") or {}).get("image")
+    if not image or not Path(image).is_file():
+        return config_dict
+    digest = hashlib.sha256(Path(image).read_bytes()).hexdigest()[:16]
+    return config_dict | {"mode": config_dict["mode"] | {"image": f"sha256:{digest}"}}
+
+
+def headline(record: Record) -> str:
+    """The job's one-line result for the log."""
+    if record.status != "ok":
+        return f"{record.status}: {record.error.summary() if record.error else ''}"
+    bench = record.phases["benchmark"].summary
+    warm = record.phases["warmup"]
+    return (
+        f"ok: first token {_median(bench, 'first_token_s', '.4f')} s, "
+        f"decode {_median(bench, 'decode_tokens_per_s', '.1f')} tok/s (medians), "
+        f"warmup compiles {warm.compiles} ({warm.compile_s:.1f} s), "
+        f"job {record.wall_s or 0.0:.1f} s, process peak RSS {_peak_rss(record)}"
+    )
+
+
+def _median(summary: dict[str, Any], metric: str, spec: str) -> str:
+    """A statistic that may be undefined (no decode steps at tokens=1): '—' then."""
+    stats = summary.get(metric)
+    return "—" if not stats or stats.get("median") is None else format(stats["median"], spec)
+
+
+def _peak_rss(record: Record) -> str:
+    from sweep.preflight import gib
+
+    peak = record.process_peak_rss_bytes
+    return "unknown" if peak is None else gib(peak)
