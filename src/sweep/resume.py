@@ -17,6 +17,9 @@ failed, the previous record stays intact, and the error is logged.
 from __future__ import annotations
 
 import errno
+import functools
+import itertools
+import json
 import logging
 import os
 import shutil
@@ -31,7 +34,8 @@ from sweep.record import (
     NON_IDENTITY_KEYS,
     RECORD_NAME,
     SCHEMA_VERSION,
-    RecordError,
+    ErrorInfo,
+    Record,
     config_hash,
     read_record,
     write_record,
@@ -59,9 +63,10 @@ def check_previous(path: Path, new_hash: str, *, resume: bool, job: Any) -> Prev
         return Previous()
     try:
         old = read_record(path)
-    except RecordError as exc:
+    except Exception as exc:  # RecordError; anything else read_record let through: the same
         log.warning(
-            "[job %s] %s exists but is unreadable (%s): it will be kept as %s.prev-<time>",
+            "[job %s] %s exists but is unreadable (%s): it will be kept as %s.prev-<time> "
+            "and the job runs again",
             job,
             path,
             exc,
@@ -69,7 +74,10 @@ def check_previous(path: Path, new_hash: str, *, resume: bool, job: Any) -> Prev
         )
         return Previous(preserve=True, status="unreadable")
     status = old.get("status")
-    same_config = _hash_of(old) == new_hash and old.get("schema_version") == SCHEMA_VERSION
+    try:
+        same_config = _hash_of(old) == new_hash and old.get("schema_version") == SCHEMA_VERSION
+    except Exception:  # a config that cannot be hashed is not this job's config
+        same_config = False
     if resume and same_config and status == "ok":
         log.info(
             "[job %s] resume: kept the ok record from %s (%s); not run again",
@@ -101,7 +109,7 @@ def _hash_of(record: dict[str, Any]) -> str | None:
     return config_hash(config) if isinstance(config, dict) else None
 
 
-def save_record(path: Path, record: dict[str, Any], *, preserve: bool, job: Any) -> bool:
+def save_record(path: Path, record: Record, *, preserve: bool, job: Any) -> bool:
     """Write the job's record (signals held back meanwhile); keep the old one aside first when
     `preserve`. On failure, marks `record` failed, leaves the old file intact, returns False."""
     failure: BaseException | None = None
@@ -115,9 +123,8 @@ def save_record(path: Path, record: dict[str, Any], *, preserve: bool, job: Any)
                 log.warning("[job %s] previous record kept as %s", job, kept)
             return True
         except (ValueError, TypeError) as exc:  # NaN/inf or a non-JSON value: a bug; keep the rest
-            record["status"] = "failed"
-            record["error"] = {"type": type(exc).__name__, "message": f"record not writable: {exc}"}
-            record["phases"] = {}
+            record.fail("failed", ErrorInfo.of(exc, f"record not writable: {exc}"))
+            record.phases = {}
             log.error("[job %s] %s; writing it without its phases", job, exc)
             try:
                 write_record(path, record)
@@ -132,11 +139,7 @@ def save_record(path: Path, record: dict[str, Any], *, preserve: bool, job: Any)
         kept.unlink(missing_ok=True)
     exc = failure
     hint = " (disk full)" if getattr(exc, "errno", None) == errno.ENOSPC else ""
-    record["status"] = "failed"
-    record["error"] = {
-        "type": type(exc).__name__,
-        "message": f"could not write the record {path}{hint}: {exc}",
-    }
+    record.fail("failed", ErrorInfo.of(exc, f"could not write the record {path}{hint}: {exc}"))
     log.error(
         "[job %s] could not write %s%s: %s; the job counts as failed and any previous record "
         "there is unchanged",
@@ -169,26 +172,122 @@ def _keep_aside(path: Path) -> Path:
 
 
 # ------------------------------------------------------------------------------------------
+# Override strings, read with Hydra's own grammar: quoting, `a,b`, `choice()`, `range()`,
+# `glob()`, `+`/`++`/`~` prefixes and `key@package` mean here what they mean to Hydra.
+
+CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
+# A range() longer than this is compared as written rather than value by value.
+_MAX_SWEEP_VALUES = 10_000
+
+
+@functools.cache
+def _parser() -> Any:
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    return OverridesParser.create()
+
+
+def parse_override(text: str) -> Any:
+    """Hydra's `Override` for one override string, or None when Hydra's grammar cannot read it
+    (callers then fall back to the raw string; Hydra itself reports the error when it runs)."""
+    try:
+        (override,) = _parser().parse_overrides([str(text)])
+    except Exception:  # OverrideParseException, or anything odd (deep nesting): not ours
+        return None
+    return override
+
+
+def override_key(text: str) -> str:
+    """The config key or group an override sets, without its `+`/`++`/`~` prefix."""
+    override = parse_override(text)
+    if override is not None:
+        return override.key_or_group
+    return str(text).split("=", 1)[0].lstrip("+~")
+
+
+def group_options(group: str) -> list[str]:
+    """The configs of the config group `group` (conf/<group>/*.yaml), sorted as Hydra lists
+    them; what `glob()` matches against."""
+    directory = CONF_DIR / group
+    return sorted(p.stem for p in directory.glob("*.yaml")) if directory.is_dir() else []
+
+
+def override_values(override: Any) -> list[Any] | None:
+    """Every value an override gives its key, one per job it makes, in the order Hydra runs
+    them: [value] for a plain override; the values of `a,b`, `choice()`, `range()` and
+    `shuffle()` (as written), and the group's configs that `glob()` matches. Quotes are
+    removed (`'text'` is `text`). None when they cannot be listed: a deletion without a value,
+    an `interval()`, or a range too long to list."""
+    from hydra.core.override_parser.types import ChoiceSweep, Glob, IntervalSweep, RangeSweep
+
+    if override.value_type is None:
+        return None
+    value = override.value()
+    if isinstance(value, Glob):
+        return value.filter(group_options(override.key_or_group))
+    if isinstance(value, ChoiceSweep):
+        return [override._convert_value(v) for v in value.list]
+    if isinstance(value, RangeSweep):
+        values = list(itertools.islice(value.range(), _MAX_SWEEP_VALUES + 1))
+        return None if len(values) > _MAX_SWEEP_VALUES else values
+    if isinstance(value, IntervalSweep):
+        return None
+    return [value]
+
+
+def canonical(text: str) -> str:
+    """One spelling per meaning, for comparing two sweeps' overrides: `mode='text'` reads as
+    `mode=text`, and `tokens=4,8`, `tokens=choice(4,8)` and `tokens=range(4,9,4)` read the same
+    (as do `topology=glob(v6e-1*)` and `topology=v6e-1,v6e-16`). The raw string when Hydra's
+    grammar cannot read it, or the values cannot be listed."""
+    override = parse_override(text)
+    if override is None:
+        return str(text)
+    key = override.get_key_element()
+    if override.value_type is None:
+        return key  # `~key`
+    values = override_values(override)
+    if values is None:
+        return f"{key}={override.get_value_string()}"
+    try:
+        return f"{key}={json.dumps(values, sort_keys=True, default=str)}"
+    except (TypeError, ValueError, RecursionError):
+        return str(text)
+
+
+# ------------------------------------------------------------------------------------------
 # `resume=true` with the same command: find the sweep to continue
 
 
-def _key(override: str) -> str:
-    return override.split("=", 1)[0].lstrip("+~")
-
-
 def _ignored(override: str) -> bool:
-    key = _key(override)
+    key = override_key(override)
     return any(key == k or key.startswith((f"{k}.", f"{k}/")) for k in _IGNORED_OVERRIDE_KEYS)
 
 
 def comparable(overrides: list[str]) -> list[str]:
-    """The overrides that decide a sweep's jobs (order kept: it numbers the jobs)."""
-    return [o for o in overrides if not _ignored(o)]
+    """The overrides that decide a sweep's jobs, each in its `canonical` spelling (order kept:
+    it numbers the jobs)."""
+    return [canonical(o) for o in overrides if not _ignored(o)]
 
 
 def wants_resume(overrides: list[str]) -> bool:
-    values = [o.split("=", 1)[1] for o in overrides if _key(o) == "resume" and "=" in o]
-    return bool(values) and values[-1].strip().lower() in _TRUE
+    """Whether the last `resume=` override asks for it (`true`, `True`, `yes`, `'true'`, 1)."""
+    wanted = False
+    for text in overrides:
+        override = parse_override(text)
+        if override is None:  # not Hydra's grammar: read it as plain key=value
+            key, sep, raw = str(text).partition("=")
+            if sep and key.lstrip("+~") == "resume":
+                wanted = raw.strip().strip("'\"").lower() in _TRUE
+            continue
+        if override.key_or_group != "resume" or override.package is not None:
+            continue
+        if override.is_delete() or override.is_sweep_override():
+            wanted = False  # a sweep over resume itself: no single answer; start a new sweep
+            continue
+        value = override.value()
+        wanted = isinstance(value, str | int) and str(value).strip().lower() in _TRUE
+    return wanted
 
 
 def find_previous(root: Path, overrides: list[str], *, multirun: bool) -> Path | None:
@@ -216,12 +315,12 @@ def redirect_argv(argv: list[str]) -> str | None:
     the same command (appends `hydra.sweep.dir=` / `hydra.run.dir=` to argv). Returns a line
     for the user, or None when resume is not asked for."""
     args = argv[1:]
-    overrides = [a for a in args if "=" in a and not a.startswith("-")]
+    overrides = [a for a in args if not a.startswith("-") and ("=" in a or a.startswith("~"))]
     if not wants_resume(overrides):
         return None
     multirun = any(a in ("-m", "--multirun") for a in args)
     dir_key = "hydra.sweep.dir" if multirun else "hydra.run.dir"
-    if any(_key(o) == dir_key for o in overrides):
+    if any(override_key(o) == dir_key for o in overrides):
         return None  # the user named the dir to resume
     root = Path("multirun" if multirun else "outputs")
     found = find_previous(root, overrides, multirun=multirun)
