@@ -468,10 +468,12 @@ def test_sigterm_to_an_isolated_job_records_it_interrupted(tmp_path):
 
 
 @pytest.mark.slow
-def test_a_second_signal_exits_even_when_the_job_hangs(tmp_path):
+@pytest.mark.parametrize("isolated", [False, True])
+def test_a_second_signal_exits_even_when_the_job_hangs(tmp_path, isolated):
     sweep, logs = tmp_path / "sweep", tmp_path / "logs"
     env = sweep_env(**faults.fault_env("start:hang@1"))
-    proc = start_sweep(sweep, *FAST, "tokens=2,3", env=env, logs=logs)
+    extra = ("isolate=true",) if isolated else ()
+    proc = start_sweep(sweep, *FAST, "tokens=2,3", *extra, env=env, logs=logs)
     wait_for_fault(sweep / "1", proc, logs)
     ok_record = (sweep / "0" / "metrics.json").read_bytes()
     proc.send_signal(signal.SIGTERM)
@@ -482,6 +484,13 @@ def test_a_second_signal_exits_even_when_the_job_hangs(tmp_path):
     assert "second SIGTERM: exiting now" in stderr(logs)
     assert statuses(sweep) == {0: "ok"}
     assert (sweep / "0" / "metrics.json").read_bytes() == ok_record
+    if isolated:  # the hung child went with its parent, leaving its spec files; a resume
+        # of that job removes them
+        assert list((sweep / "1").glob(".isolate-*"))
+        again = run_sweep(sweep, *FAST, "tokens=2,3", "isolate=true", "resume=true")
+        assert again.returncode == 0, again.stderr[-3000:]
+        assert statuses(sweep) == {0: "ok", 1: "ok"}
+        assert not list((sweep / "1").glob(".isolate-*"))
 
 
 @pytest.mark.slow
