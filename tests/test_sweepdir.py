@@ -428,3 +428,30 @@ def test_a_disk_filling_mid_sweep_stops_it_with_one_message_and_a_summary_that_a
     assert f"sweep {mnt}/sweep: 0/1 job(s) ok" in proc.stdout + err, proc.stdout[-3000:]
     assert "1 of 1 job(s) did not end ok" in err
     assert "could not write the record" in err and "(disk full)" in err
+
+
+def test_the_summary_counts_a_job_by_how_it_ended_not_by_an_older_record(
+    quick_sweep, tmp_path, monkeypatch
+):
+    """A job whose new record could not be written leaves the older ok record on disk: the
+    summary must say failed, as the exit list does (it said "2/2 ok" next to "2 of 2 did
+    not end ok")."""
+    from sweep import outcomes
+
+    sweep = tmp_path / "sweep"
+    shutil.copytree(quick_sweep, sweep)
+    jobs = sorted((p for p in sweep.iterdir() if p.is_dir()), key=lambda p: int(p.name))
+    monkeypatch.setattr(outcomes, "JOB_RESULTS", [])
+    outcomes.JOB_RESULTS.append(
+        outcomes.JobResult(
+            label="x", status="failed", detail="OSError: disk full", job_dir=str(jobs[1])
+        )
+    )
+    # ...and one that ran here but has no record at all.
+    outcomes.JOB_RESULTS.append(
+        outcomes.JobResult(label="y", status="failed", detail="", job_dir=str(sweep / "9"))
+    )
+    results = callbacks.summarize_sweep(sweep, merge_on_end=False, wandb_cfg=None)
+    assert [r.status for r in results] == ["ok", "failed", "ok", "ok", "failed"]
+    assert results[1].detail == "OSError: disk full"
+    assert results == callbacks.SWEEP_RESULTS
