@@ -37,7 +37,7 @@ def run_sweep(
         args += ["-m", f"hydra.sweep.dir={sweep_dir}"]
     else:
         args += [f"hydra.run.dir={sweep_dir}"]
-    args += ["merge_on_end=false", *overrides]
+    args += ["merge.on_end=false", *overrides]
     return subprocess.run(
         args, cwd=REPO, env=env or sweep_env(), capture_output=True, text=True, timeout=timeout
     )

@@ -132,7 +132,7 @@ def _free_port() -> int:
 def test_two_processes_run_one_job_and_only_process_zero_writes(tmp_path):
     sweep_dir = tmp_path / "two"
     args = [sys.executable, "-m", "sweep.run", "-m", f"hydra.sweep.dir={sweep_dir}"]
-    args += ["merge_on_end=false", *FAST, *TWO_HOSTS]
+    args += ["merge.on_end=false", *FAST, *TWO_HOSTS]
     coordinator = f"localhost:{_free_port()}"
     procs = [
         subprocess.Popen(

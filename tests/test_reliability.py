@@ -40,7 +40,7 @@ def start_sweep(sweep_dir: Path, *overrides: str, env: dict[str, str], logs: Pat
     """`python -m sweep.run -m ...` in the background; output goes to files under `logs`."""
     logs.mkdir(parents=True, exist_ok=True)
     args = [sys.executable, "-m", "sweep.run", "-m", f"hydra.sweep.dir={sweep_dir}"]
-    args += ["merge_on_end=false", *overrides]
+    args += ["merge.on_end=false", *overrides]
     out = (logs / "stdout").open("w")
     err = (logs / "stderr").open("w")
     return subprocess.Popen(args, cwd=REPO, env=env, stdout=out, stderr=err)
@@ -117,7 +117,7 @@ def test_fault_spec_parses_and_bad_specs_say_what_is_allowed():
 
 def test_config_hash_ignores_settings_that_do_not_change_the_measurement():
     base = {"tokens": 8, "model": {"name": "tiny"}, "wandb": {"mode": "offline"}}
-    same = base | {"resume": True, "isolate": True, "merge_on_end": False, "wandb": {}}
+    same = base | {"resume": True, "isolate": True, "merge": {"on_end": False}, "wandb": {}}
     assert config_hash(base) == config_hash(same)
     assert config_hash(base) != config_hash(base | {"tokens": 16})
 
@@ -509,7 +509,7 @@ def test_the_same_command_with_resume_continues_its_latest_sweep(tmp_path):
 
     def sweep_here(*extra: str, fault: str | None = None) -> subprocess.CompletedProcess:
         env = sweep_env(**(faults.fault_env(fault) if fault else {}))
-        args = [sys.executable, "-m", "sweep.run", "-m", "merge_on_end=false", *FAST]
+        args = [sys.executable, "-m", "sweep.run", "-m", "merge.on_end=false", *FAST]
         args += ["tokens=2,3", *extra]
         return subprocess.run(args, cwd=tmp_path, env=env, capture_output=True, text=True)
 

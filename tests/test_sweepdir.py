@@ -39,7 +39,7 @@ def sweep_args(sweep_dir: Path, *overrides: str) -> list[str]:
         "sweep.run",
         "-m",
         f"hydra.sweep.dir={sweep_dir}",
-        "merge_on_end=false",
+        "merge.on_end=false",
         *overrides,
     ]
 
@@ -168,7 +168,7 @@ def test_a_read_only_sweep_dir_is_refused_with_one_clear_line(tmp_path):
         f'"$0" "$@" hydra.sweep.dir="{mnt}/new" ; echo "rc=$?" >&2; '
         f'"$0" "$@" hydra.sweep.dir="{mnt}/existing" ; echo "rc=$?" >&2'
     )
-    args = [sys.executable, "-m", "sweep.run", "-m", "merge_on_end=false", *FAST]
+    args = [sys.executable, "-m", "sweep.run", "-m", "merge.on_end=false", *FAST]
     proc = subprocess.run(
         ["unshare", "--user", "--map-root-user", "--mount", "sh", "-c", script, *args],
         cwd=REPO,
@@ -405,7 +405,7 @@ def test_a_disk_filling_mid_sweep_stops_it_with_one_message_and_a_summary_that_a
         f'rm -f "{mnt}/sweep/.fill"; find "{mnt}" -type f -printf "file %s %P\\n" >&2'
     )
     args = [sys.executable, "-m", "sweep.run", "-m", f"hydra.sweep.dir={mnt}/sweep"]
-    args += ["merge_on_end=false", "experiment=quick", "runs.benchmark=1", "tokens=2,3"]
+    args += ["merge.on_end=false", "experiment=quick", "runs.benchmark=1", "tokens=2,3"]
     proc = subprocess.run(
         ["unshare", "--user", "--map-root-user", "--mount", "sh", "-c", script, *args],
         cwd=REPO,
@@ -451,7 +451,7 @@ def test_the_summary_counts_a_job_by_how_it_ended_not_by_an_older_record(
     outcomes.JOB_RESULTS.append(
         outcomes.JobResult(label="y", status="failed", detail="", job_dir=str(sweep / "9"))
     )
-    results = callbacks.summarize_sweep(sweep, merge_on_end=False, wandb_cfg=None)
+    results = callbacks.summarize_sweep(sweep, merge=None, wandb_cfg=None)
     assert [r.status for r in results] == ["ok", "failed", "ok", "ok", "failed"]
     assert results[1].detail == "OSError: disk full"
     assert results == callbacks.SWEEP_RESULTS

@@ -370,7 +370,7 @@ def test_tty_never_prompts(tmp_path):
     assert "True" in probe.stdout, "script(1) gives no TTY here"
     sweep_dir = tmp_path / "sweep"
     args = [sys.executable, "-m", "sweep.run", "-m", f"hydra.sweep.dir={sweep_dir}"]
-    args += ["merge_on_end=false", *QUICK, "tokens=4", "wandb.mode=auto,online"]
+    args += ["merge.on_end=false", *QUICK, "tokens=4", "wandb.mode=auto,online"]
     proc = subprocess.run(
         ["script", "-qec", shlex.join(args), "/dev/null"],
         cwd=REPO,

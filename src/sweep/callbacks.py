@@ -16,6 +16,7 @@ a killed sweep is simply taken over (and logged). The file stays, empty, after a
 from __future__ import annotations
 
 import atexit
+import dataclasses
 import fcntl
 import json
 import logging
@@ -369,7 +370,7 @@ class SweepCallback(Callback):
         ACTIVE_SWEEP.clear()
         ACTIVE_SWEEP.update(
             sweep_dir=Path(config.hydra.sweep.dir),
-            merge_on_end=bool(config.get("merge_on_end", True)),
+            merge=merge_target(config),
             wandb_cfg=_wandb_cfg(config),
         )
 
@@ -377,7 +378,7 @@ class SweepCallback(Callback):
         try:
             summarize_sweep(
                 Path(config.hydra.sweep.dir),
-                merge_on_end=bool(config.get("merge_on_end", True)),
+                merge=ACTIVE_SWEEP.get("merge") or merge_target(config),
                 wandb_cfg=_wandb_cfg(config),
             )
         finally:
@@ -392,12 +393,38 @@ def _wandb_cfg(config: DictConfig) -> dict[str, Any]:
     return OmegaConf.to_container(node, resolve=True) if node is not None else {}
 
 
+@dataclasses.dataclass(frozen=True)
+class MergeTarget:
+    """Where a multirun merges its records when it ends (the `merge` config node), with
+    relative paths resolved against the directory the sweep was launched from."""
+
+    on_end: bool
+    dir: Path
+    markdown: Path
+
+
+def merge_target(config: DictConfig, cwd: Path | None = None) -> MergeTarget:
+    node = config.get("merge") or {}
+    base = cwd or Path.cwd()  # read at the start of the multirun: the launch directory
+
+    def resolve(value: Any, default: str) -> Path:
+        path = Path(str(value or default)).expanduser()
+        return path if path.is_absolute() else base / path
+
+    return MergeTarget(
+        on_end=bool(node.get("on_end", True)),
+        dir=resolve(node.get("dir"), "benchmarks"),
+        markdown=resolve(node.get("markdown"), "BENCHMARKS.md"),
+    )
+
+
 def summarize_sweep(
-    sweep_dir: Path, *, merge_on_end: bool, wandb_cfg: dict[str, Any] | None
+    sweep_dir: Path, *, merge: MergeTarget | None, wandb_cfg: dict[str, Any] | None
 ) -> list[JobResult]:
     """The end of a multirun: count how its jobs ended, say how much was compiling, merge the
-    records and log the wandb summary (each best effort). Also run by `sweep.run` for a sweep
-    that Hydra stopped early (a full disk), whose on_multirun_end never comes."""
+    records where `merge` says (when `merge.on_end`) and log the wandb summary (each best
+    effort). Also run by `sweep.run` for a sweep that Hydra stopped early (a full disk), whose
+    on_multirun_end never comes."""
     entries = _read_sweep(sweep_dir)  # read once: statuses and the compile share
     results = _statuses(entries, sweep_dir)
     SWEEP_RESULTS[:] = results
@@ -419,21 +446,32 @@ def summarize_sweep(
         )
     from sweep import distributed
 
-    # Multi-host: only process 0 merges (the others would race it on benchmarks/).
-    if merge_on_end and distributed.is_writer():
-        from sweep import merge, tracking
+    # Multi-host: only process 0 merges (the others would race it on the outputs).
+    if merge is not None and merge.on_end and distributed.is_writer():
+        from sweep import tracking
 
         try:
-            merge.merge_after_sweep(sweep_dir)
+            _merge(sweep_dir, merge)
         except Exception:  # a merge problem must not hide the sweep's own results
             log.exception("merge after the sweep failed; run tools/merge_benchmarks.py")
         try:
             tracking.log_sweep_summary(
                 sweep_dir,
-                markdown_path=Path(merge.DEFAULT_MARKDOWN),
-                plot_paths=sorted(Path(merge.DEFAULT_PLOTS_DIR).glob("*.png")),
+                markdown_path=merge.markdown,
+                plot_paths=sorted(merge.dir.glob("*.png")),
                 wandb_cfg=wandb_cfg or {},
             )
         except Exception:
             log.exception("wandb sweep summary failed (records and BENCHMARKS.md are fine)")
     return results
+
+
+def _merge(sweep_dir: Path, target: MergeTarget) -> None:
+    from sweep import merge
+
+    merge.merge_after_sweep(
+        sweep_dir,
+        store=target.dir / "metrics.json",
+        markdown=target.markdown,
+        plots_dir=target.dir,
+    )

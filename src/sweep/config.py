@@ -176,6 +176,22 @@ class WandbConfig:
 
 
 @dataclass
+class MergeConfig:
+    # Merge every record into the store and tables when a multirun ends.
+    on_end: bool = True
+    # Store (metrics.json), runs.csv, phases.csv, plots and index.html. A relative path is
+    # relative to the directory the sweep was launched from.
+    dir: str = "benchmarks"
+    # The markdown tables (relative: to the launch directory).
+    markdown: str = "BENCHMARKS.md"
+
+    def __post_init__(self) -> None:
+        for key in ("dir", "markdown"):
+            if not str(getattr(self, key) or "").strip():
+                raise ConfigError(f"merge.{key}", getattr(self, key), "must be a path")
+
+
+@dataclass
 class Config:
     model: ModelConfig = MISSING
     topology: TopologyConfig = MISSING
@@ -189,8 +205,8 @@ class Config:
     # Persistent XLA compilation cache; null disables it.
     compile_cache_dir: str | None = None
     wandb: WandbConfig = field(default_factory=WandbConfig)
-    # Merge all records into BENCHMARKS.md when a multirun ends.
-    merge_on_end: bool = True
+    # Where and whether a multirun merges its records when it ends (sweep/results/).
+    merge: MergeConfig = field(default_factory=MergeConfig)
     # Rerun a sweep in place: keep jobs whose record is ok for the same config, run the rest
     # (sweep/resume.py). With false, an existing record is kept aside, never overwritten.
     resume: bool = False

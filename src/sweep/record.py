@@ -35,8 +35,9 @@ REQUIRED_KEYS = (
     "generated_text",
     "wandb",
 )
-# Config keys that do not change what is measured: left out of the run identity.
-NON_IDENTITY_KEYS = ("wandb", "compile_cache_dir", "merge_on_end", "resume", "isolate")
+# Config keys that do not change what is measured: left out of the run identity
+# (`merge_on_end`: what older records call `merge.on_end`, so their keys stay the same).
+NON_IDENTITY_KEYS = ("wandb", "compile_cache_dir", "merge", "merge_on_end", "resume", "isolate")
 
 
 class RecordError(ValueError):

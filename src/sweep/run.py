@@ -85,9 +85,7 @@ def _stopped(exc: SweepStopped) -> int:
         file=sys.stderr,
     )
     if root is not None:
-        callbacks.summarize_sweep(
-            root, merge_on_end=sweep["merge_on_end"], wandb_cfg=sweep["wandb_cfg"]
-        )
+        callbacks.summarize_sweep(root, merge=sweep["merge"], wandb_cfg=sweep["wandb_cfg"])
         callbacks.release_sweep_lock()
     _print_not_ok(callbacks.SWEEP_RESULTS if root is not None else JOB_RESULTS)
     return 1
