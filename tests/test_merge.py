@@ -1,5 +1,5 @@
-"""tools/merge_benchmarks.py and sweep.merge on real sweep records (the `quick_sweep` fixture),
-copied and modified into temp dirs for the bad-file, rerun and failed-job cases."""
+"""tools/merge_benchmarks.py and sweep.results' merge on real sweep records (the `quick_sweep`
+fixture), copied and modified into temp dirs for the bad-file, rerun and failed-job cases."""
 
 from __future__ import annotations
 
@@ -18,9 +18,12 @@ from pathlib import Path
 
 import pytest
 
-from sweep import merge
+from sweep import results
 from sweep.metrics import CostModel, run_metrics, summarize
-from sweep.record import PHASES, run_key, write_record
+from sweep.record import PHASES, RecordError, run_key, write_record
+from sweep.results.jobs import parse_job
+from sweep.results.store import StoreError, is_store, read_store
+from sweep.results.tables import warmup_note
 from tests.conftest import REPO, records, sweep_env
 
 # Copied byte for byte from shared/seed/BENCHMARKS.seed.md.
@@ -38,6 +41,8 @@ OUTPUTS = (
     "benchmarks/decode_tokens_per_s.png",
     "benchmarks/ttft.png",
     "benchmarks/index.html",
+    "benchmarks/runs.csv",
+    "benchmarks/phases.csv",
 )
 
 
@@ -51,9 +56,9 @@ def merge_tool(cwd: Path, *args: str) -> subprocess.CompletedProcess:
     )
 
 
-def merge_here(cwd: Path, *inputs: Path, **kw) -> merge.MergeResult:
+def merge_here(cwd: Path, *inputs: Path, **kw) -> results.MergeResult:
     """In-process merge with the default output layout under `cwd`."""
-    return merge.merge(
+    return results.merge(
         inputs,
         store=cwd / "benchmarks/metrics.json",
         markdown=cwd / "BENCHMARKS.md",
@@ -149,8 +154,9 @@ def test_table_matches_seed_header_and_raw_samples(quick_sweep, tmp_path):
         rec = by_id[(int(row[5]), "image" if image else "text")]
         assert row[3] == rec["config"]["mode"]["label"]  # final rows too
         block = rec["phases"][row[2]]
-        warmup = "" if row[2] != "warmup" else f"; {merge.warmup_note(block)}"
-        assert row[14] == f"image_used={image}; model=tiny{warmup}"
+        warmup = "" if row[2] != "warmup" else f"; {warmup_note(block)}"
+        machine = f"{rec['env']['cpu_model']} on {rec['env']['hostname']}"
+        assert row[14] == f"image_used={image}; model=tiny; machine={machine}{warmup}"
         runs = block["runs"]
         assert row[6] == "1" and row[7] == str(len(runs))
         # Recomputed here from the raw samples, independently of sweep.metrics.
@@ -280,7 +286,7 @@ def test_any_exception_reading_a_file_skips_only_that_file(quick_sweep, tmp_path
     odd["cost_model"]["peak_bytes_per_s"] = "fast"  # a string where arithmetic needs a number
     write_record(root / "oddcost" / "metrics.json", new_identity(odd, tokens=64))
     warnings = []
-    result = merge.merge(
+    result = results.merge(
         [root],
         store=tmp_path / "out" / "metrics.json",
         markdown=tmp_path / "BENCHMARKS.md",
@@ -301,9 +307,9 @@ def test_any_exception_reading_a_file_skips_only_that_file(quick_sweep, tmp_path
     store = tmp_path / "store" / "metrics.json"
     store.parent.mkdir()
     store.write_text("[" * 100_000)
-    with pytest.raises(merge.StoreError, match="unreadable store"):
-        merge.read_store(store)
-    assert not merge._is_store(store)
+    with pytest.raises(StoreError, match="unreadable store"):
+        read_store(store)
+    assert not is_store(store)
 
 
 @pytest.mark.parametrize(
@@ -334,7 +340,7 @@ def test_any_exception_reading_a_file_skips_only_that_file(quick_sweep, tmp_path
     ],
 )
 def test_warmup_notes_say_cold_or_warm(block, note):
-    assert merge.warmup_note(block) == (f"warmup={note}" if note else None)
+    assert warmup_note(block) == (f"warmup={note}" if note else None)
 
 
 def test_derived_first_token_runs_merge_without_negative_rates(quick_sweep, tmp_path):
@@ -354,15 +360,15 @@ def test_derived_first_token_runs_merge_without_negative_rates(quick_sweep, tmp_
         assert row[10] == "—"  # Avg Post-First s: a negative split of two requests is null
         assert row[12] == "—"  # and so is any decode rate
         assert all(not cell.startswith("-") for cell in row[8:14])  # no negative cell
-    job = merge.job_from_record(rec)
+    job = parse_job(rec)
     assert all(r["mbu"] is None for runs in job.runs.values() for r in runs)
 
     rec["phases"]["benchmark"]["runs"][0]["first_token_derived"] = "yes"
-    with pytest.raises(merge.RecordError, match="first_token_derived"):
-        merge.job_from_record(rec)
+    with pytest.raises(RecordError, match="first_token_derived"):
+        parse_job(rec)
 
 
-def test_rerun_replaces_its_rows(quick_sweep, tmp_path):
+def test_rerun_replaces_its_rows_and_keeps_the_older_in_the_store(quick_sweep, tmp_path):
     sweep = copy_sweep(quick_sweep, tmp_path / "multirun" / "s1")
     merge_here(tmp_path, sweep)
     before = table_rows((tmp_path / "BENCHMARKS.md").read_text())
@@ -378,9 +384,10 @@ def test_rerun_replaces_its_rows(quick_sweep, tmp_path):
     assert (result.added, result.replaced, result.unchanged) == (0, 1, 3)
     after = table_rows((tmp_path / "BENCHMARKS.md").read_text())
     assert len(after) == len(before) == 12
+    # The older result stays in the store (history), out of the tables.
     store = json.loads((tmp_path / "benchmarks/metrics.json").read_text())
-    assert len(store["records"]) == 4
-    assert sum(r["run_key"] == target["run_key"] for r in store["records"]) == 1
+    assert len(store["records"]) == 5
+    assert sum(r["run_key"] == target["run_key"] for r in store["records"]) == 2
     later = rerun["started_at"][:19].replace("T", " ")
     moved = [r for r in after if r[0] == later]
     assert len(moved) == 3 and {r[2] for r in moved} == {"warmup", "benchmark", "final"}
@@ -399,6 +406,15 @@ def test_rerun_replaces_its_rows(quick_sweep, tmp_path):
     merge_here(tmp_path, sweep)
     final = table_rows((tmp_path / "BENCHMARKS.md").read_text())
     assert len(final) == 12 and not [r for r in final if r[0] == later]
+    store = json.loads((tmp_path / "benchmarks/metrics.json").read_text())
+    assert sum(r["run_key"] == target["run_key"] for r in store["records"]) == 3
+    # --history shows the two older results too, marked.
+    proc = merge_tool(tmp_path, "--history")
+    assert proc.returncode == 0, proc.stderr
+    rows = table_rows(proc.stdout)
+    assert len(rows) == 12 + 2 * 3
+    assert sum(r[14].endswith("; superseded by a newer result") for r in rows) == 6
+    assert len([r for r in rows if r[0] == later]) == 3
 
 
 def test_failed_jobs_are_rows_with_their_status(quick_sweep, tmp_path):
@@ -493,11 +509,27 @@ def test_plots_and_html_render_the_data(quick_sweep, tmp_path):
     assert embedded == [pngs["decode_tokens_per_s.png"], pngs["ttft.png"]]
 
 
-def test_merge_after_sweep_writes_repo_level_files(quick_sweep, tmp_path, monkeypatch):
+def test_merge_after_sweep_writes_where_it_is_told(quick_sweep, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    merge.merge_after_sweep(quick_sweep)
+    line = results.merge_after_sweep(
+        quick_sweep, merge_dir=Path("benchmarks"), markdown=Path("BENCHMARKS.md")
+    )
+    assert line.startswith("4 input record(s), 0 skipped; 4 added, 0 replaced, 0 unchanged")
     assert md_rows(tmp_path) == 12
     assert merge_tool(tmp_path, "--check").returncode == 0
+    # Elsewhere: exactly those paths, nothing in the current directory.
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    monkeypatch.chdir(cwd)
+    out = tmp_path / "OUT"
+    line = results.merge_after_sweep(quick_sweep, merge_dir=out / "b", markdown=out / "B.md")
+    assert line.endswith(f"4 record(s), 12 row(s) in {out / 'B.md'}")
+    assert list(cwd.iterdir()) == []
+    assert sorted(p.name for p in out.iterdir()) == ["B.md", "b"]
+    written = sorted(p.name for p in (out / "b").iterdir())
+    assert {"metrics.json", "runs.csv", "phases.csv", "index.html"} <= set(written)
+    md = (out / "B.md").read_text()
+    assert "auto-generated from `b/metrics.json`" in md and "(b/index.html)" in md
 
 
 def md_rows(root: Path) -> int:

@@ -195,7 +195,7 @@ def test_isolate_files_left_by_a_killed_run_are_removed_when_the_job_runs_again(
 
 
 def test_merge_reads_only_complete_records(tmp_path):
-    from sweep.merge import load_inputs
+    from sweep.results.load import load_inputs
 
     job_dir = tmp_path / "sweep" / "0"
     job_dir.mkdir(parents=True)
@@ -306,10 +306,10 @@ def test_killed_and_interrupted_sweep_resumes_to_all_ok(tmp_path):
     assert "[job 3] start" in proc.stdout and "[job 2] start" not in proc.stdout
     assert statuses(sweep) == {0: "ok", 1: "ok", 2: "ok", 3: "ok"}
 
-    from sweep import merge
+    from sweep.results import merge
 
     store = tmp_path / "store" / "metrics.json"
-    merge.merge([sweep], store=store, markdown=tmp_path / "B.md", plots_dir=tmp_path / "plots")
+    merge([sweep], store=store, markdown=tmp_path / "B.md", plots_dir=tmp_path / "plots")
     merged = json.loads(store.read_text())["records"]
     assert sorted(r["config"]["tokens"] for r in merged) == [2, 3, 4, 5]
     assert {r["status"] for r in merged} == {"ok"}

@@ -11,7 +11,7 @@ import ml_dtypes
 import numpy as np
 import pytest
 
-from sweep.merge import bench_engines_section, bench_engines_table, divergence_text
+from sweep.results.markdown import bench_engines_section, bench_engines_table, divergence_text
 from tests.conftest import REPO
 
 
@@ -171,7 +171,7 @@ def _numbers(value):
 def test_one_and_two_tokens_end_to_end_with_no_negative_figure(tmp_path):
     """Acceptance: `-m tokens=1,2 engine=fused,sampler` exits 0, merges, and records no
     negative figure (the sampler's derived split gave negative or 49-405 tok/s rates)."""
-    from sweep.merge import merge
+    from sweep.results import merge
     from tests.conftest import records, run_sweep
 
     sweep = tmp_path / "sweep"

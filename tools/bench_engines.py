@@ -153,7 +153,7 @@ def _median(described: dict | None) -> float | None:
 
 
 def main(argv=None) -> int:
-    from sweep.merge import bench_engines_table, divergence_text
+    from sweep.results.markdown import bench_engines_table, divergence_text
 
     args = parse_args(argv)
     config = build(args)  # a bad value fails here, before any model is built

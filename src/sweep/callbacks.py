@@ -467,11 +467,7 @@ def summarize_sweep(
 
 
 def _merge(sweep_dir: Path, target: MergeTarget) -> None:
-    from sweep import merge
+    from sweep.results import merge_after_sweep
 
-    merge.merge_after_sweep(
-        sweep_dir,
-        store=target.dir / "metrics.json",
-        markdown=target.markdown,
-        plots_dir=target.dir,
-    )
+    line = merge_after_sweep(sweep_dir, merge_dir=target.dir, markdown=target.markdown)
+    log.info("merged %s into %s and %s: %s", sweep_dir, target.dir, target.markdown, line)

@@ -66,18 +66,75 @@ def git_commit() -> str | None:
     return f"{out}-dirty" if dirty else out
 
 
+# The ISA extensions that decide how fast XLA's CPU code runs (x86 /proc/cpuinfo "flags", Arm
+# "Features"): vector width, FMA, and the bf16/int8 dot-product and matrix units.
+CPU_FLAGS = frozenset(
+    {
+        "avx",
+        "avx2",
+        "fma",
+        "f16c",
+        "avx512f",
+        "avx512bw",
+        "avx512vl",
+        "avx512_vnni",
+        "avx512_bf16",
+        "avx512_fp16",
+        "avx_vnni",
+        "amx_tile",
+        "amx_bf16",
+        "amx_int8",
+        "amx_fp16",
+        "asimd",
+        "asimddp",
+        "sve",
+        "sve2",
+        "bf16",
+        "i8mm",
+        "sme",
+    }
+)
+
+
+def cpu_identity(cpuinfo: str | None = None) -> dict[str, Any]:
+    """`cpu_model` (/proc/cpuinfo's "model name", else platform.processor(), else None) and
+    `cpu_flags` (the CPU_FLAGS this CPU has, sorted). `cpuinfo`: the file's text (tests)."""
+    if cpuinfo is None:
+        try:
+            cpuinfo = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
+        except OSError:
+            cpuinfo = ""
+    model, flags = None, set()
+    for line in cpuinfo.splitlines():
+        key, sep, value = line.partition(":")
+        key = key.strip().lower()
+        if not sep:
+            continue
+        if key == "model name" and model is None and value.strip():
+            model = " ".join(value.split())
+        elif key in ("flags", "features"):
+            flags |= set(value.split()) & CPU_FLAGS
+    model = model or platform.processor().strip() or None
+    return {"cpu_model": model, "cpu_flags": sorted(flags)}
+
+
 def collect_env() -> dict[str, Any]:
     devices = jax.devices()
+    backend = jax.default_backend()
+    # On CPU the processor is the device: its model and ISA flags are part of the machine's
+    # identity (two CPU machines' results are kept apart by the merge).
+    cpu = cpu_identity() if backend == "cpu" else {}
     return {
         "versions": {pkg: _version(pkg) for pkg in _PACKAGES}
         | {"python": platform.python_version()},
-        "backend": jax.default_backend(),
+        "backend": backend,
         "device_kind": devices[0].device_kind,
         "device_count": jax.device_count(),
         "local_device_count": jax.local_device_count(),
         "hosts": jax.process_count(),
         "process_index": jax.process_index(),
         "hostname": socket.gethostname(),
+        **cpu,
         "cpu_count": os.cpu_count(),
         "git_commit": git_commit(),
         "env_vars": recorded_env_vars(),

@@ -1,69 +1,19 @@
-"""Plots (PNG, matplotlib) and the self-contained benchmarks/index.html.
+"""The self-contained index.html: every table, sortable, and the plots embedded.
 
-Byte-deterministic: the Agg canvas with matplotlib's default style (the user's matplotlibrc is
-ignored), fixed size, dpi and font, and no `Software` metadata in the PNG. The HTML embeds the
-PNGs as data URIs and carries its own CSS and sorting script, so it opens from anywhere.
+The page embeds the PNGs as data URIs and carries its own CSS and sorting script, so it opens
+from anywhere. Every text is HTML-escaped.
 """
 
 from __future__ import annotations
 
 import base64
 import html
-import io
 import re
 from collections.abc import Sequence
-from typing import Any
 
-FIGSIZE = (8.0, 5.0)
-DPI = 100
+from sweep.results.tables import Table
+
 _NUMBER = re.compile(r"^-?\d+(\.\d+)?([eE][-+]?\d+)?$")
-
-
-def plot_png(spec: dict[str, Any]) -> bytes:
-    """One line per series: the median over the runs at each token count, whiskers min-max.
-
-    `spec` = {"title", "ylabel", "series": [{"label", "points": [[tokens, median, min, max]]}]}.
-    """
-    import matplotlib
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    rc = dict(matplotlib.rcParamsDefault)
-    rc.pop("backend", None)
-    rc.update({"font.family": "DejaVu Sans", "font.size": 10.0, "svg.hashsalt": "sweep"})
-    with matplotlib.rc_context(rc):
-        fig = Figure(figsize=FIGSIZE, dpi=DPI)
-        FigureCanvasAgg(fig)
-        ax = fig.add_subplot()
-        series = spec["series"]
-        tokens = sorted({p[0] for s in series for p in s["points"]})
-        for line in series:
-            pts = line["points"]
-            xs = [p[0] for p in pts]
-            med = [p[1] for p in pts]
-            err = [[p[1] - p[2] for p in pts], [p[3] - p[1] for p in pts]]
-            ax.errorbar(xs, med, yerr=err, marker="o", capsize=3, label=line["label"])
-        if tokens:
-            if len(tokens) > 1 and tokens[-1] / tokens[0] >= 4:
-                ax.set_xscale("log", base=2)
-            ax.set_xticks(tokens, [str(t) for t in tokens])
-            ax.minorticks_off()
-            ax.set_ylim(bottom=0)
-            ax.grid(True, alpha=0.3)
-            ax.legend(loc="best", fontsize="small")
-        else:
-            ax.text(0.5, 0.5, "no ok records yet", ha="center", va="center")
-            ax.set_axis_off()
-        ax.set_title(spec["title"])
-        ax.set_xlabel("Token Count (new tokens per request)")
-        ax.set_ylabel(spec["ylabel"])
-        fig.text(
-            0.99, 0.01, "median over runs; whiskers: min-max", ha="right", va="bottom", fontsize=8
-        )
-        fig.tight_layout()
-        buf = io.BytesIO()
-        fig.savefig(buf, format="png", dpi=DPI, metadata={"Software": None})
-    return buf.getvalue()
 
 
 _CSS = """
@@ -108,8 +58,14 @@ document.querySelectorAll("table.sortable").forEach(function (table) {
 """.strip()
 
 
-def render_html(title: str, tables: Sequence[Any], images: Sequence[tuple[str, bytes]]) -> str:
-    """`tables`: objects with title, intro, headers, rows, empty (merge.Table)."""
+def render_html(
+    title: str,
+    tables: Sequence[Table],
+    images: Sequence[tuple[str, bytes]],
+    *,
+    source: str = "metrics.json",
+) -> str:
+    """The page: `images` (alt text, PNG bytes) first, then `tables`; `source` names the store."""
     esc = html.escape
     out = [
         "<!DOCTYPE html>",
@@ -121,7 +77,7 @@ def render_html(title: str, tables: Sequence[Any], images: Sequence[tuple[str, b
         "</head>",
         "<body>",
         f"<h1>{esc(title)}</h1>",
-        '<p class="intro">Generated from benchmarks/metrics.json by '
+        f'<p class="intro">Generated from {esc(source)} by '
         "tools/merge_benchmarks.py. Click a column header to sort.</p>",
         "<h2>Plots</h2>",
         "<div>",
