@@ -1,4 +1,4 @@
-"""wandb tracking (issue 4): real sweeps with real wandb, offline files read back.
+"""wandb tracking (issues 4 and 15): real sweeps with real wandb, offline files read back.
 
 wandb 0.31 has no Python reader for its `.wandb` transaction log any more (wandb-core, in Go,
 reads it for `wandb sync`), so `read_wandb` below decodes the file format itself (leveldb log
@@ -19,6 +19,7 @@ import zlib
 from pathlib import Path
 
 import pytest
+import yaml
 from conftest import REPO, records, run_sweep, sweep_env
 from wandb.proto import wandb_internal_pb2 as pb
 
@@ -75,6 +76,7 @@ def read_run(run_dir: Path) -> dict:
     """The run as wandb stored it: run record, config, history rows, summary, exit, files."""
     (path,) = run_dir.glob("run-*.wandb")
     out: dict = {"config": {}, "history": [], "summary": {}, "files": [], "exit_code": None}
+    out["summary_records"] = []  # the keys of each summary record, in order
     for record in read_wandb(path):
         kind = record.WhichOneof("record_type")
         if kind == "run":
@@ -96,6 +98,7 @@ def read_run(run_dir: Path) -> dict:
                 {_item_key(i): json.loads(i.value_json) for i in record.history.item}
             )
         elif kind == "summary":
+            out["summary_records"].append([_item_key(i) for i in record.summary.update])
             for item in record.summary.update:
                 out["summary"][_item_key(item)] = json.loads(item.value_json)
         elif kind == "files":
@@ -126,20 +129,6 @@ def run_dir_of(record: dict) -> Path:
     path = Path(record["wandb"]["path"])
     assert path.is_dir(), record["wandb"]
     return path
-
-
-def flat_config(record: dict) -> dict:
-    out: dict = {}
-
-    def walk(value, prefix):
-        if isinstance(value, dict):
-            for k, v in value.items():
-                walk(v, f"{prefix}.{k}" if prefix else k)
-        else:
-            out[prefix] = value
-
-    walk({k: v for k, v in record["config"].items() if k != "wandb"}, "")
-    return out
 
 
 def expected_summary(record: dict) -> dict:
@@ -192,14 +181,21 @@ def test_offline_runs_match_records(offline_sweep):
         assert run["name"] == f"experiment=quick runs.benchmark=2 tokens={job_num + 2}"
         assert run["exit_code"] == 0
 
-        # config: the resolved config, flat, plus the Hydra choices
+        # config: the resolved config, nested (as wandb's Hydra guide logs it), plus the Hydra
+        # choices and the environment block; in files/config.yaml too, in wandb's format
         config = run["config"]
-        for key, value in flat_config(record).items():
-            assert config[key] == value, key
-        for group_name in ("model", "mode", "topology", "engine"):
-            assert config[group_name] == record["choices"][group_name]
+        for key, value in record["config"].items():
+            if key != "wandb":
+                assert config[key] == value, key
+        assert "wandb" not in config
+        assert config["model"]["name"] == config["model"]["arch"] == "tiny"
+        assert config["choices"] == record["choices"]
         assert config["tokens"] == job_num + 2 and config["batch_size"] == 1
-        assert config["env.device_kind"] == record["env"]["device_kind"]
+        assert config["env"] == record["env"]
+        on_disk = yaml.safe_load((run_dir / "files" / "config.yaml").read_text())
+        assert on_disk["model"] == {"value": record["config"]["model"]}
+        assert on_disk["choices"]["value"]["model"] == "tiny"
+        assert on_disk["env"]["value"] == record["env"]
 
         # summary: every phase statistic under its stable name, equal to the record's
         summary = run["summary"]
@@ -210,6 +206,11 @@ def test_offline_runs_match_records(offline_sweep):
             assert summary[key] == value, key
         assert summary["generated_text"] == record["generated_text"]
         assert summary["status"] == "ok"
+        # written in one update: one summary record carries the phase statistics (wandb adds
+        # its own records per logged step), not one record per key
+        (stats_record,) = [r for r in run["summary_records"] if "status" in r]
+        assert set(expected_summary(record)) <= set(stats_record)
+        assert len(run["summary_records"]) <= 2 * len(run["history"]) + 4, run["summary_records"]
 
         # one step per run of every phase, equal to the record's samples
         steps = [h for h in run["history"] if "phase" in h]
@@ -278,13 +279,27 @@ def test_sweep_summary_run(offline_sweep, tmp_path, monkeypatch):
     assert list((run_dir / "files" / "media" / "images").glob("plots/decode_tokens_per_s_*.png"))
     assert (run_dir / "files" / "BENCHMARKS.md").read_text() == markdown.read_text()
     assert "decode_tokens_per_s_vs_tokens_table" in json.dumps(run["summary"])
+    assert ["jobs", "jobs_ok"] in run["summary_records"]  # one update
+    assert yaml.safe_load((run_dir / "files" / "config.yaml").read_text())["jobs"] == {"value": 3}
+
+    # The sweep resumed (resume=true) and summarized again: the same run, resumed, not a
+    # second summary run in the group; the older offline dir (never synced) is replaced.
+    again = tracking.log_sweep_summary(offline_sweep, wandb_cfg={"tags": ["t1"]})
+    wandb.teardown()
+    assert again["status"] == "ok" and again["run_id"] == block["run_id"], again
+    summaries = [p for p in (offline_sweep / "wandb").glob("offline-run-*") if p.is_dir()]
+    assert summaries == [Path(again["path"])]
+    assert read_run(Path(again["path"]))["run_id"] == block["run_id"]
+    remembered = json.loads((offline_sweep / tracking.ID_FILE).read_text())
+    assert remembered["run_id"] == block["run_id"]
 
 
-def test_merge_skips_wandb_copies(offline_sweep):
-    from sweep import merge
+def test_results_skip_wandb_copies(offline_sweep):
+    """The record's copy in each run (`<job>/wandb/offline-run-*/files/metrics.json`) is not
+    read as a second record."""
+    from sweep.results import load_phases
 
-    found, skipped = merge.load_inputs([offline_sweep], warn=lambda _: None)
-    assert len(found) == 3 and not skipped
+    assert len(load_phases(offline_sweep, history=True)) == 3 * 3  # 3 jobs x 3 phases
 
 
 @pytest.fixture(scope="module")
@@ -292,7 +307,8 @@ def disabled_sweep(tmp_path_factory) -> Path:
     """WANDB_MODE=disabled, 4 jobs: wandb.mode auto (follows the env) or offline (explicit,
     beats the env) x a benchmark that works or raises (topology.peak_bf16_flops=1 makes MFU
     > 100%: a MetricError in the first warmup run, after tracking started). Job order:
-    (auto, ok), (auto, fails), (offline, ok), (offline, fails)."""
+    (auto, ok), (auto, fails), (offline, ok), (offline, fails). WANDB_DIR is set: the offline
+    runs go under it, not into the job dirs."""
     tmp = tmp_path_factory.mktemp("wandb_disabled")
     proc = run_sweep(
         tmp / "sweep",
@@ -300,7 +316,7 @@ def disabled_sweep(tmp_path_factory) -> Path:
         "tokens=4",
         "wandb.mode=auto,offline",
         "topology.peak_bf16_flops=null,1",
-        env=wandb_env(tmp, WANDB_MODE="disabled"),
+        env=wandb_env(tmp, WANDB_MODE="disabled", WANDB_DIR=str(tmp / "wandb-dir")),
     )
     assert proc.returncode == 1, _fail(proc)  # two jobs failed; the sweep went on
     return tmp / "sweep"
@@ -318,6 +334,15 @@ def test_disabled_writes_nothing(disabled_sweep):
         assert not [p for p in job_dir.rglob("*") if "wandb" in p.name], "wandb wrote files"
     assert recs[2]["wandb"]["mode"] == "offline"  # an explicit wandb.mode beats WANDB_MODE
     assert read_run(run_dir_of(recs[2]))["exit_code"] == 0
+
+
+def test_wandb_dir_is_honoured(disabled_sweep):
+    """Acceptance 5: with WANDB_DIR set, the offline runs are under it (none in job dirs)."""
+    wandb_dir = disabled_sweep.parent / "wandb-dir" / "wandb"
+    recs = records(disabled_sweep)
+    runs = sorted(p for p in wandb_dir.glob("offline-run-*") if p.is_dir())
+    assert runs == sorted(run_dir_of(r) for r in recs[2:])
+    assert not list(disabled_sweep.glob("*/wandb")), "wandb files in a job dir"
 
 
 def test_failing_job_marks_run_failed(disabled_sweep):
@@ -495,7 +520,7 @@ def no_wandb_env(tmp_path, monkeypatch):
     monkeypatch.setenv("NETRC", str(tmp_path / "netrc"))
     monkeypatch.setenv("WANDB_BASE_URL", "https://api.wandb.ai")
     monkeypatch.setenv("WANDB_CONFIG_DIR", str(tmp_path / "cfg"))
-    monkeypatch.setattr(tracking, "_fallback_reason", None)
+    monkeypatch.setattr(tracking.mode, "_fallback_reason", None)
     return tmp_path
 
 
@@ -526,7 +551,7 @@ def test_netrc_key_means_online_and_fallback_sticks(no_wandb_env, monkeypatch):
     netrc.write_text(f"machine api.wandb.ai\n  login user\n  password {FAKE_KEY}\n")
     netrc.chmod(0o600)
     assert tracking.resolve_mode("auto")[:2] == ("online", "ok")
-    monkeypatch.setattr(tracking, "_fallback_reason", "CommError: refused")
+    monkeypatch.setattr(tracking.mode, "_fallback_reason", "CommError: refused")
     mode, status, reason = tracking.resolve_mode("auto")
     assert (mode, status) == ("offline", "offline-fallback") and "refused" in reason
 
@@ -534,9 +559,8 @@ def test_netrc_key_means_online_and_fallback_sticks(no_wandb_env, monkeypatch):
 def test_names_and_config_filtering(monkeypatch):
     assert tracking.sweep_id("multirun/2026-11-28/21-04-46-569417") == "2026-11-28_21-04-46-569417"
     assert tracking.sweep_id(None, "outputs/2026-11-28/21 04") == "2026-11-28_21-04"
-    assert tracking.run_name(["tokens=4", "hydra.job.chdir=true", "wandb.mode=offline"]) == (
-        "tokens=4"
-    )
+    plumbing = ["hydra.job.chdir=true", "wandb.mode=offline", "merge.on_end=false", "resume=true"]
+    assert tracking.run_name(["tokens=4", *plumbing]) == "tokens=4"
     assert tracking.run_name([], "multirun/x/3") == "3"
     monkeypatch.setenv("SOME_SECRET", "s3cr3t-value-1234")
     record = {
@@ -548,15 +572,14 @@ def test_names_and_config_filtering(monkeypatch):
             "wandb": {"project": "p"},
         },
         "choices": {"model": "tiny"},
-        "env": {"device_kind": "cpu", "env_vars": {"XLA_FLAGS": "--x"}},
+        "env": {"device_kind": "cpu", "env_vars": {"XLA_FLAGS": "--x", "X": "s3cr3t-value-1234"}},
         "sweep": {"job_num": 2, "overrides": ["tokens=4"]},
     }
     assert tracking.wandb_config(record) == {
         "tokens": 4,
-        "model.tokenizer": None,
-        "model": "tiny",
-        "env.device_kind": "cpu",
-        "env.env_vars.XLA_FLAGS": "--x",
+        "model": {"tokenizer": None},
+        "choices": {"model": "tiny"},
+        "env": {"device_kind": "cpu", "env_vars": {"XLA_FLAGS": "--x"}},
         "job_num": 2,
         "overrides": "tokens=4",
     }
