@@ -5,15 +5,18 @@ bootstrap confidence interval from the raw samples; exit 1 on a regression (a CI
     python tools/compare_benchmarks.py OLD NEW [--threshold 0.05] [--confidence 0.95]
 
 OLD and NEW are each a sweep dir (searched for metrics.json), one job's metrics.json, or a merged
-store (benchmarks/metrics.json). Configurations match on the record's run identity (`run_key`:
-same resolved config on the same kind of machine); per configuration the latest record is used.
-Only records with status ok count; figures are recomputed from the raw per-run timings.
+store (benchmarks/metrics.json). Configurations match on the run identity (the resolved config)
+on the same kind of machine (backend, device kind and count, hosts); per configuration the
+latest record is used.
+Only records with status ok count; figures are recomputed from the raw per-run timings
+(`sweep.results.load_runs`).
 
 For each matching configuration and metric: ratio = median(NEW) / median(OLD) over the phase's
-runs (default: benchmark), and a percentile-bootstrap interval (each side resampled with
-replacement). A regression is flagged only when the whole interval is worse than no change by
-more than the threshold: TTFT interval above 1 + threshold, decode tokens/s interval below
-1 - threshold. Fewer than --min-runs samples on a side: reported, never flagged.
+runs (default: benchmark), and a percentile-bootstrap interval (scipy.stats.bootstrap, each
+side resampled with replacement). A regression is flagged only when the whole interval is
+worse than no change by more than the threshold: TTFT interval above 1 + threshold, decode
+tokens/s interval below 1 - threshold. Fewer than --min-runs samples on a side: reported,
+never flagged.
 
 Exit status: 0 no regression, 1 regression(s), 2 nothing to compare (no matching configuration,
 or an input without usable records).
@@ -23,25 +26,32 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import random
 import statistics
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
+
 try:
-    from sweep import merge
+    from sweep.results import load_runs
 except ImportError:  # run from a checkout without `pip install -e .`
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
-    from sweep import merge
+    from sweep.results import load_runs
 
-from sweep.metrics import percentile
+from sweep.record import PHASES
+from sweep.results.markdown import markdown_table
+from sweep.results.tables import MISSING, fmt
 
 # metric, column label, True when higher is better
 METRICS = (
     ("first_token_s", "TTFT", False),
     ("decode_tokens_per_s", "Decode", True),
 )
+# A configuration: the run identity (config) on the same kind of machine.
+CONFIG_KEY = ("run_key", "backend", "device_kind", "device_count", "hosts")
+LABEL = ("model", "quant", "engine", "topology", "mode_label", "tokens", "batch_size")
 
 
 @dataclasses.dataclass
@@ -55,8 +65,18 @@ class Ratio:
 
 
 @dataclasses.dataclass
+class Job:
+    """One configuration's latest ok job in an input: its label and its raw samples."""
+
+    key: tuple
+    label: dict
+    samples: dict[str, list[float]]  # metric -> the phase's per-run values
+    runs: int
+
+
+@dataclasses.dataclass
 class Row:
-    job: merge.Job
+    job: Job
     runs_old: int
     runs_new: int
     ratios: dict[str, Ratio]
@@ -72,17 +92,28 @@ def bootstrap_ratio(
     *,
     resamples: int,
     confidence: float,
-    rng: random.Random,
+    rng: np.random.Generator,
 ) -> tuple[float, float, float]:
-    """median(new)/median(old) and its percentile-bootstrap interval."""
+    """median(new)/median(old) and its percentile-bootstrap interval (scipy.stats.bootstrap,
+    each side resampled independently)."""
+    from scipy.stats import bootstrap
+
+    def ratio(new_sample, old_sample, axis=-1):
+        return np.median(new_sample, axis=axis) / np.median(old_sample, axis=axis)
+
     point = statistics.median(new) / statistics.median(old)
-    ratios = sorted(
-        statistics.median(rng.choices(new, k=len(new)))
-        / statistics.median(rng.choices(old, k=len(old)))
-        for _ in range(resamples)
+    result = bootstrap(
+        (np.asarray(new, float), np.asarray(old, float)),
+        ratio,
+        n_resamples=resamples,
+        confidence_level=confidence,
+        method="percentile",
+        paired=False,
+        vectorized=True,
+        rng=rng,
     )
-    tail = (1 - confidence) / 2 * 100
-    return point, percentile(ratios, tail), percentile(ratios, 100 - tail)
+    interval = result.confidence_interval
+    return point, float(interval.low), float(interval.high)
 
 
 def judge(low: float, high: float, *, higher_is_better: bool, threshold: float) -> str:
@@ -91,9 +122,29 @@ def judge(low: float, high: float, *, higher_is_better: bool, threshold: float) 
     return "regression" if worse else "faster" if better else "same"
 
 
+def latest_jobs(runs: pd.DataFrame, phase: str) -> dict[tuple, Job]:
+    """Per configuration, the latest ok job's samples in `phase` (from `load_runs`)."""
+    runs = runs[(runs.status == "ok") & (runs.phase == phase)]
+    jobs: dict[tuple, Job] = {}
+    if runs.empty:
+        return jobs
+    keyed = runs.assign(_key=[tuple(row) for row in runs[list(CONFIG_KEY)].itertuples(False)])
+    for key, group in keyed.groupby("_key", sort=False):
+        latest = group[group.record_id == group.sort_values("started_at").record_id.iloc[-1]]
+        latest = latest.sort_values("run_index")
+        first = latest.iloc[0]
+        jobs[key] = Job(
+            key=key,
+            label={name: first[name] for name in LABEL},
+            samples={m: [float(v) for v in latest[m].dropna()] for m, _, _ in METRICS},
+            runs=len(latest),
+        )
+    return jobs
+
+
 def compare(
-    old: list[dict],
-    new: list[dict],
+    old: pd.DataFrame,
+    new: pd.DataFrame,
     *,
     phase: str = "benchmark",
     threshold: float = 0.05,
@@ -101,17 +152,16 @@ def compare(
     resamples: int = 2000,
     min_runs: int = 2,
     seed: int = 0,
-) -> tuple[list[Row], list[merge.Job], list[merge.Job]]:
-    """(rows for matching configurations, jobs only in OLD, jobs only in NEW); ok records."""
-    old_jobs = _latest(old)
-    new_jobs = _latest(new)
+) -> tuple[list[Row], list[Job], list[Job]]:
+    """(rows for matching configurations, jobs only in OLD, jobs only in NEW), from the
+    `load_runs` frames of the two inputs."""
+    old_jobs, new_jobs = latest_jobs(old, phase), latest_jobs(new, phase)
     rows = []
-    for key in sorted(set(old_jobs) & set(new_jobs), key=lambda k: new_jobs[k].group_key()):
+    for key in sorted(set(old_jobs) & set(new_jobs), key=lambda k: _sort_key(new_jobs[k])):
         a, b = old_jobs[key], new_jobs[key]
         ratios = {}
-        for metric, _, higher in METRICS:
-            xs = [r[metric] for r in a.runs[phase] if r[metric] is not None]
-            ys = [r[metric] for r in b.runs[phase] if r[metric] is not None]
+        for i, (metric, _, higher) in enumerate(METRICS):
+            xs, ys = a.samples[metric], b.samples[metric]
             if not xs or not ys or not statistics.median(xs):
                 ratios[metric] = Ratio(_median(xs), _median(ys), None, None, None, "n/a")
                 continue
@@ -119,40 +169,37 @@ def compare(
                 point = statistics.median(ys) / statistics.median(xs)
                 ratios[metric] = Ratio(_median(xs), _median(ys), point, None, None, "too few runs")
                 continue
-            rng = random.Random(f"{seed}:{key}:{metric}")
+            rng = np.random.default_rng([seed, len(rows), i])
             point, low, high = bootstrap_ratio(
                 xs, ys, resamples=resamples, confidence=confidence, rng=rng
             )
             verdict = judge(low, high, higher_is_better=higher, threshold=threshold)
             ratios[metric] = Ratio(_median(xs), _median(ys), point, low, high, verdict)
-        rows.append(Row(b, len(a.runs[phase]), len(b.runs[phase]), ratios))
-    only_old = sorted(
-        (j for k, j in old_jobs.items() if k not in new_jobs), key=merge.Job.group_key
-    )
-    only_new = sorted(
-        (j for k, j in new_jobs.items() if k not in old_jobs), key=merge.Job.group_key
-    )
+        rows.append(Row(b, a.runs, b.runs, ratios))
+    only_old = sorted((j for k, j in old_jobs.items() if k not in new_jobs), key=_sort_key)
+    only_new = sorted((j for k, j in new_jobs.items() if k not in old_jobs), key=_sort_key)
     return rows, only_old, only_new
+
+
+def _sort_key(job: Job) -> tuple:
+    return tuple(str(job.label[name]) for name in LABEL)
 
 
 def _median(values: list[float]) -> float | None:
     return statistics.median(values) if values else None
 
 
-def _latest(records: list[dict]) -> dict[str, merge.Job]:
-    ok = [r for r in records if r.get("status") == "ok"]
-    return {merge.record_key(r): merge.job_from_record(r) for r in merge.upsert([], ok).records}
-
-
-def _label(job: merge.Job) -> list[str]:
-    model = job.model if job.quant in ("none", "") else f"{job.model} ({job.quant})"
+def _label(job: Job) -> list[str]:
+    label = job.label
+    quant = str(label["quant"])
+    model = label["model"] if quant in ("none", "") else f"{label['model']} ({quant})"
     return [
         model,
-        job.engine,
-        job.topology,
-        job.mode,
-        merge.fmt(job.tokens),
-        merge.fmt(job.batch),
+        label["engine"],
+        label["topology"],
+        label["mode_label"],
+        fmt(label["tokens"]),
+        fmt(label["batch_size"]),
     ]
 
 
@@ -169,8 +216,8 @@ def _verdict(row: Row) -> str:
 
 def render(
     rows: list[Row],
-    only_old: list[merge.Job],
-    only_new: list[merge.Job],
+    only_old: list[Job],
+    only_new: list[Job],
     *,
     old_name: str,
     new_name: str,
@@ -215,11 +262,11 @@ def render(
         cells = [*_label(row.job), f"{row.runs_old}/{row.runs_new}"]
         for metric, _, _ in METRICS:
             r = row.ratios[metric]
-            ci = f"{r.low:.4f} – {r.high:.4f}" if r.low is not None else merge.MISSING
-            cells += [merge.fmt(r.old_median), merge.fmt(r.new_median), merge.fmt(r.ratio), ci]
+            ci = f"{r.low:.4f} – {r.high:.4f}" if r.low is not None else MISSING
+            cells += [fmt(r.old_median), fmt(r.new_median), fmt(r.ratio), ci]
         cells.append(_verdict(row))
         table.append(cells)
-    lines += merge.markdown_table(headers, table) if table else ["No matching configuration."]
+    lines += markdown_table(headers, table) if table else ["No matching configuration."]
     for title, jobs in (("Only in OLD", only_old), ("Only in NEW", only_new)):
         if jobs:
             lines += ["", f"{title}: " + "; ".join(" ".join(_label(j)) for j in jobs)]
@@ -233,12 +280,11 @@ def render(
     return "\n".join(lines) + "\n"
 
 
-def load(path: str) -> list[dict]:
+def load(path: str) -> pd.DataFrame:
     def warn(message: str) -> None:
         print(f"warning: {message}", file=sys.stderr)
 
-    records, _ = merge.load_inputs([path], warn)
-    return records
+    return load_runs(path, warn=warn)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -249,7 +295,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("old", help="sweep dir, metrics.json record, or benchmarks/metrics.json")
     parser.add_argument("new", help="same kinds as OLD")
-    parser.add_argument("--phase", default="benchmark", choices=merge.PHASES)
+    parser.add_argument("--phase", default="benchmark", choices=PHASES)
     parser.add_argument(
         "--threshold",
         type=float,
@@ -268,8 +314,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error("need 0 < --confidence < 1, --threshold >= 0, --resamples >= 1")
 
     old, new = load(args.old), load(args.new)
-    for name, records in ((args.old, old), (args.new, new)):
-        if not any(r.get("status") == "ok" for r in records):
+    for name, runs in ((args.old, old), (args.new, new)):
+        if runs.empty or not (runs.status == "ok").any():
             print(f"error: no ok record in {name}", file=sys.stderr)
             return 2
     rows, only_old, only_new = compare(
