@@ -6,6 +6,7 @@ from __future__ import annotations
 import ast
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -14,22 +15,45 @@ from tests.conftest import REPO
 PACKAGE = REPO / "src" / "sweep"
 
 
+def module_names() -> dict[str, Path]:
+    """Dotted names below `sweep` (`job`, `results.load`, ...) -> their files."""
+    names = {}
+    for path in PACKAGE.rglob("*.py"):
+        parts = path.relative_to(PACKAGE).with_suffix("").parts
+        names[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = path
+    names.pop("", None)
+    return names
+
+
 def import_graph() -> dict[str, set[str]]:
-    """module -> the sweep modules it imports, anywhere in its code."""
-    modules = {p.stem for p in PACKAGE.glob("*.py") if p.stem != "__init__"}
+    """module -> the sweep modules it imports, anywhere in its code (a package's own
+    `__init__` counts as the package)."""
+    modules = module_names()
     graph: dict[str, set[str]] = {}
-    for name in modules:
-        tree = ast.parse((PACKAGE / f"{name}.py").read_text())
+    for name, path in modules.items():
+        tree = ast.parse(path.read_text())
+        package = name if path.name == "__init__.py" else name.rpartition(".")[0]
         found: set[str] = set()
         for node in ast.walk(tree):
-            if isinstance(node, ast.ImportFrom) and node.module:
-                if node.module == "sweep":
-                    found |= {a.name for a in node.names if a.name in modules}
-                elif node.module.startswith("sweep."):
-                    found.add(node.module.split(".")[1])
+            if isinstance(node, ast.ImportFrom):
+                if node.level:  # relative: from . import x / from .x import y
+                    base = ".".join(package.split(".")[: len(package.split(".")) - node.level + 1])
+                    base = ".".join(p for p in (base, node.module or "") if p)
+                elif node.module and (node.module == "sweep" or node.module.startswith("sweep.")):
+                    base = node.module.removeprefix("sweep").lstrip(".")
+                else:
+                    continue
+                for alias in node.names:
+                    full = ".".join(p for p in (base, alias.name) if p)
+                    found.add(full if full in modules else base)
             elif isinstance(node, ast.Import):
-                found |= {a.name.split(".")[1] for a in node.names if a.name.startswith("sweep.")}
-        graph[name] = found & modules - {name}
+                for alias in node.names:
+                    if alias.name.startswith("sweep."):
+                        found.add(alias.name.removeprefix("sweep."))
+        graph[name] = {m for m in found if m in modules} - {name}
+    # A module importing from its own package's __init__ is not a cycle with it.
+    for name in graph:
+        graph[name] -= {p for p in graph[name] if name.startswith(p + ".")}
     return graph
 
 
@@ -63,7 +87,7 @@ def test_the_cycle_check_sees_a_cycle():
 
 def test_nothing_test_only_in_the_package():
     assert not (PACKAGE / "faults.py").exists()
-    for path in PACKAGE.glob("*.py"):
+    for path in PACKAGE.rglob("*.py"):
         assert "SWEEP_FAULT" not in path.read_text(), path
 
 
