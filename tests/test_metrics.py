@@ -12,7 +12,9 @@ from sweep.metrics import (
     CostModel,
     MetricError,
     decode_bytes,
+    decode_limit,
     describe,
+    limit_metrics,
     run_metrics,
     summarize,
 )
@@ -111,6 +113,52 @@ def test_mbu_across_the_window_is_not_the_mean_position_capped():
     )
     assert run["mbu"] == pytest.approx((10 * 1_000_000 + 74 * 1000) / 1e9)
     assert run["mbu"] != pytest.approx((10 * 1_000_000 + 80 * 1000) / 1e9)
+
+
+def test_the_bandwidth_limit_is_hand_arithmetic():
+    # Prompt 10, 10 decode steps, batch 2, window 8: a step reads the weights (1e6 bytes) once,
+    # plus per sequence 100 x (10 + i) global bytes (mean over the steps: 1550) and 100 x 8
+    # local bytes: 1e6 + 2 x (1550 + 800) = 1_004_700 bytes per step, at 1e9 bytes/s.
+    c = cost()
+    limit = decode_limit(c, prompt_tokens=10, new_tokens=11, batch_size=2)
+    assert limit == pytest.approx(2 * 1e9 / 1_004_700, rel=1e-12)  # 1990.6 tokens/s
+    run = run_metrics(
+        total_s=1.1, first_token_s=0.1, new_tokens=11, prompt_tokens=10, batch_size=2, cost=c
+    )
+    figures = limit_metrics(c, run)
+    assert figures["limit_decode_tokens_per_s"] == limit
+    # 1.0 s over 10 steps: 100 ms a step; the limit's step: 1_004_700 / 1e9 s = 1.0047 ms.
+    assert figures["ms_per_step_above_limit"] == pytest.approx(100 - 1.0047, rel=1e-12)
+    # The limit is where MBU reaches 1: decode tokens/s = MBU x limit.
+    assert run["decode_tokens_per_s"] == pytest.approx(run["mbu"] * limit, rel=1e-12)
+
+
+def test_the_limit_needs_a_peak_and_its_excess_a_timed_decode():
+    assert (
+        decode_limit(cost(peak_bytes_per_s=None), prompt_tokens=3, new_tokens=5, batch_size=1)
+        is None
+    )
+    assert decode_limit(cost(), prompt_tokens=3, new_tokens=1, batch_size=1) is None
+    one_token = run_metrics(
+        total_s=0.5, first_token_s=0.5, new_tokens=1, prompt_tokens=3, batch_size=1, cost=cost()
+    )
+    assert limit_metrics(cost(), one_token) == dict.fromkeys(
+        ("limit_decode_tokens_per_s", "ms_per_step_above_limit")
+    )
+    # A derived first-token time and one decode step: the limit is known, the split is noise.
+    derived = run_metrics(
+        total_s=0.6,
+        first_token_s=0.5,
+        new_tokens=2,
+        prompt_tokens=3,
+        batch_size=1,
+        cost=cost(),
+        first_token_derived=True,
+    )
+    figures = limit_metrics(cost(), derived)
+    assert figures["limit_decode_tokens_per_s"] == pytest.approx(1e9 / (1e6 + 100 * 4 * 2))
+    assert figures["ms_per_step_above_limit"] is None
+    assert limit_metrics(None, derived)["limit_decode_tokens_per_s"] is None
 
 
 @pytest.mark.parametrize(

@@ -1,5 +1,6 @@
 """sweep.results on real sweep records (the `quick_sweep` fixture: 4 jobs, runs 1/2/1): the
-frames and their figures, the CSVs, two machines kept apart, history, escaping, module sizes."""
+frames and their figures, the CSVs, two machines kept apart, history, escaping, module sizes;
+the bandwidth limit, percentiles gated by the run count, the Memory table, concurrent jobs."""
 
 from __future__ import annotations
 
@@ -7,16 +8,18 @@ import copy
 import json
 import math
 import shutil
+import statistics
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
 from sweep import results
+from sweep.costs import CostModel
 from sweep.env import cpu_identity
-from sweep.metrics import RUN_METRICS, STATS
+from sweep.metrics import LIMIT_METRICS, RUN_METRICS, STATS, decode_bytes
 from sweep.record import PHASES, write_record
-from sweep.results.frames import PHASE_COLUMNS, RUN_COLUMNS
+from sweep.results.frames import MEMORY, PHASE_COLUMNS, RUN_COLUMNS
 from tests.conftest import REPO, records
 from tests.test_merge import new_identity, retime, table_lines, table_rows
 
@@ -64,6 +67,9 @@ PHASE_EXTRA = (
     "program_hits",
     "program_misses",
     "wall_s",
+    *LIMIT_METRICS,
+    *MEMORY,
+    "concurrent_jobs",
 )
 
 
@@ -320,3 +326,201 @@ def test_no_module_in_the_package_is_over_600_lines():
         for p in (REPO / "src" / "sweep").rglob("*.py")
     }
     assert {p: n for p, n in sizes.items() if n > 600} == {}
+
+
+# --------------------------------------------------------------------------------------------
+# The bandwidth limit, percentiles by run count, the Memory table, concurrent jobs (issue 16)
+
+
+def write_all(root: Path, recs: list[dict]) -> Path:
+    for i, rec in enumerate(recs):
+        write_record(root / str(i) / "metrics.json", rec)
+    return root
+
+
+def by_header(md: str, section: str) -> list[dict[str, str]]:
+    header, _, *rows = table_lines(md, section)
+    return [dict(zip(header, row, strict=True)) for row in rows]
+
+
+def test_the_utilization_table_shows_the_bandwidth_limit_for_every_job(quick_sweep, tmp_path):
+    recs = records(quick_sweep)
+    unknown = new_identity(recs[0], seed=5)
+    unknown["cost_model"]["peak_bytes_per_s"] = None
+    merge_into(tmp_path, write_all(tmp_path / "in", [*recs, unknown]))
+    rows = by_header((tmp_path / "BENCHMARKS.md").read_text(), "MBU / MFU")
+    assert len(rows) == 5  # every ok job, the one with no known peak too
+    header = list(rows[0])
+    mbu = header.index("Median MBU")
+    assert header[mbu + 1 : mbu + 4] == [
+        "Median Decode Tokens/s",
+        "Limit Decode Tokens/s",
+        "ms/Step Above Limit",
+    ]
+    cells = {(r["Token Count"], r["Mode"]): r for r in rows if r["Peak Source"] != "—"}
+    for rec in recs:  # recomputed here from the raw samples and the record's cost model
+        cost = CostModel(**rec["cost_model"])  # on CPU: the probed read peak
+        assert cost.peak_bytes_per_s and rec["env"]["backend"] == "cpu"
+        limits, above = [], []
+        for run in rec["phases"]["benchmark"]["runs"]:
+            steps, batch = run["new_tokens"] - 1, run["batch_size"]
+            read = decode_bytes(
+                cost, prompt_tokens=run["prompt_tokens"], steps=steps, batch_size=batch
+            )
+            limits.append(batch * cost.peak_bytes_per_s / (read / steps))
+            measured_ms = 1000 * (run["total_s"] - run["first_token_s"]) / steps
+            above.append(measured_ms - 1000 * read / steps / cost.peak_bytes_per_s)
+        row = cells[(str(rec["config"]["tokens"]), rec["config"]["mode"]["label"])]
+        assert row["Limit Decode Tokens/s"] == f"{statistics.median(limits):.4f}"
+        assert row["ms/Step Above Limit"] == f"{statistics.median(above):.4f}"
+        assert statistics.median(above) > 0 and float(row["Median MBU"]) < 1
+    (none,) = [r for r in rows if r["Peak Source"] == "—"]
+    assert none["Limit Decode Tokens/s"] == none["ms/Step Above Limit"] == none["Median MBU"] == "—"
+    assert none["Median Decode Tokens/s"] != "—"
+    phases = results.load_phases(tmp_path / "metrics.json")
+    bench = phases[(phases.phase == "benchmark") & phases.peak_bytes_per_s.notna()]
+    assert bench.limit_decode_tokens_per_s.notna().all() and len(bench) == 4
+    assert (bench.ms_per_step_above_limit > 0).all()
+    # The limit is where MBU is 1: median decode tokens/s over the limit is about the MBU.
+    ratio = bench.decode_tokens_per_s_median / bench.limit_decode_tokens_per_s
+    assert list(ratio) == pytest.approx(list(bench.mbu_median), rel=0.2)
+
+
+def _with_runs(rec: dict, n: int, seed: int) -> dict:
+    rec = new_identity(rec, seed=seed)
+    runs = rec["phases"]["benchmark"]["runs"]
+    for i in range(len(runs), n):  # slower copies: MBU stays below the probed peak
+        run = copy.deepcopy(runs[i % 2])
+        run["total_s"] = run["first_token_s"] + (run["total_s"] - run["first_token_s"]) * (
+            1 + i / 100
+        )
+        runs.append(run)
+    return rec
+
+
+def test_percentiles_are_shown_only_with_enough_runs(quick_sweep, tmp_path):
+    rec = records(quick_sweep)[2]  # text, 8 tokens: 7 decode steps
+    recs = [
+        _with_runs(rec, n, seed) for seed, n in ((11, 2), (12, 9), (13, 10), (14, 99), (15, 100))
+    ]
+    merge_into(tmp_path, write_all(tmp_path / "in", recs))
+    md = (tmp_path / "BENCHMARKS.md").read_text()
+    assert "p90 from 10 runs, p99 from 100" in md
+    shown = {}
+    for row in by_header(md, "Benchmark Percentiles"):
+        for metric, unit in (("TTFT", " s"), ("Decode Tokens/s", "")):
+            p50, p90, p99 = (row[f"{metric} {p}{unit}"] for p in ("p50", "p90", "p99"))
+            assert p50 != "—" and row[f"{metric} Stdev{unit}"] != "—"
+            shown.setdefault(row["Runs"], set()).add((p90 != "—", p99 != "—"))
+    assert shown == {
+        "2": {(False, False)},
+        "9": {(False, False)},
+        "10": {(True, False)},
+        "99": {(True, False)},
+        "100": {(True, True)},
+    }
+    # The frames and phases.csv keep the computed values whatever the run count.
+    phases = results.load_phases(tmp_path / "metrics.json")
+    bench = phases[phases.phase == "benchmark"]
+    assert bench.first_token_s_p99.notna().all() and bench.decode_tokens_per_s_p90.notna().all()
+    assert pd.read_csv(tmp_path / "phases.csv").first_token_s_p99.notna().sum() == 3 * 5
+
+
+MEMORY_BLOCK = {
+    "peak_bytes": 3 * 2**30 + 2**29,
+    "peak_source": "process_rss",
+    "weight_bytes": 33 * 2**20,
+    "kv_cache_bytes": 512 * 2**10,
+    "programs": {
+        "prefill": {"temp_bytes": 5 * 2**20, "argument_bytes": 34 * 2**20, "output_bytes": 600},
+        "decode": {"temp_bytes": 3 * 2**19, "argument_bytes": 35 * 2**20, "output_bytes": 4096},
+    },
+    "programs_reason": None,
+}
+
+
+def test_the_memory_table_reads_the_records_memory_blocks(quick_sweep, tmp_path):
+    recs = records(quick_sweep)
+    recs[0]["memory"] = copy.deepcopy(MEMORY_BLOCK)
+    recs[1]["memory"] = MEMORY_BLOCK | {"peak_bytes": 7 * 2**30, "peak_source": "device"}
+    recs[2]["memory"] = MEMORY_BLOCK | {"programs": None, "programs_reason": "no compiled program"}
+    recs[3].pop("memory", None)  # an older record: left out of the table
+    merge_into(tmp_path, write_all(tmp_path / "in", recs))
+    md = (tmp_path / "BENCHMARKS.md").read_text()
+    rows = by_header(md, "Memory")
+    assert [(r["Token Count"], r["Mode"]) for r in rows] == [
+        ("4", "Text-Only"),
+        ("4", "With Image"),
+        ("8", "Text-Only"),
+    ]
+    first, device, no_programs = rows
+    assert (first["Peak"], first["Peak Source"]) == ("3.50 GiB", "process peak RSS")
+    assert (device["Peak"], device["Peak Source"]) == ("7.00 GiB", "device memory_stats()")
+    assert (first["Weights"], first["KV Cache"]) == ("33.0 MiB", "512.0 KiB")
+    assert [first[f"Prefill {k}"] for k in ("Temp", "Args", "Out")] == [
+        "5.0 MiB",
+        "34.0 MiB",
+        "600 B",
+    ]
+    assert [first[f"Decode {k}"] for k in ("Temp", "Args", "Out")] == [
+        "1.5 MiB",
+        "35.0 MiB",
+        "4.0 KiB",
+    ]
+    assert first["Programs Note"] == "—" and first["Status"] == "ok"
+    assert (
+        no_programs["Decode Temp"] == "—" and no_programs["Programs Note"] == "no compiled program"
+    )
+    assert md.index("## MBU / MFU") < md.index("## Memory") < md.index("## Engine Comparison")
+    phases = results.load_phases(tmp_path / "metrics.json")
+    bench = phases[phases.phase == "benchmark"].reset_index()
+    peaks = [None if missing(v) else v for v in bench.memory_peak_bytes]
+    assert peaks == [3 * 2**30 + 2**29, 7 * 2**30, 3 * 2**30 + 2**29, None]
+    assert bench.memory_decode_temp_bytes[0] == 3 * 2**19 and missing(
+        bench.memory_decode_temp_bytes[2]
+    )
+    assert bench.memory_peak_source[1] == "device" and bench.memory_programs_reason[0] is None
+    assert str(bench.memory_kv_cache_bytes.dtype) == "Int64"
+    # Deterministic: merged again, and --check, nothing changes.
+    assert not merge_into(tmp_path, tmp_path / "in").written
+    assert merge_into(tmp_path, check=True).stale == []
+    # Without any memory block: the table says so.
+    for rec in recs:
+        rec.pop("memory", None)
+    merge_into(tmp_path / "old", write_all(tmp_path / "old_in", recs))
+    assert "No record has a memory block" in (tmp_path / "old" / "BENCHMARKS.md").read_text()
+
+
+def test_concurrent_jobs_are_noted_in_the_notes_and_the_environment(quick_sweep, tmp_path):
+    shared = [copy.deepcopy(r) for r in records(quick_sweep)]
+    for rec in shared:
+        rec["env"]["concurrent_jobs"] = 2
+    alone = [new_identity(r, seed=7) for r in records(quick_sweep)]
+    for rec in alone:
+        rec["env"]["concurrent_jobs"] = 1
+    merge_into(tmp_path, write_all(tmp_path / "in", [*shared, *alone]))
+    md = (tmp_path / "BENCHMARKS.md").read_text()
+    rows = table_rows(md)
+    assert len(rows) == 24 and all(len(r) == 15 for r in rows)
+    noted = [
+        r for r in rows if r[14].endswith("; concurrent_jobs=2") or "; concurrent_jobs=2;" in r[14]
+    ]
+    assert len(noted) == 12 and not any("concurrent_jobs=1" in r[14] for r in rows)
+    (env,) = by_header(md, "Environment")  # one sweep dir, one machine
+    assert env["Concurrent Jobs"] == "1, 2"
+    phases = results.load_phases(tmp_path / "metrics.json")
+    assert sorted(phases.concurrent_jobs.unique()) == [1, 2]
+    assert str(phases.concurrent_jobs.dtype) == "Int64"
+
+
+def test_the_sweeps_own_records_fill_the_memory_table(quick_sweep, tmp_path):
+    """Acceptance: every record has memory.peak_bytes and, for the fused engine, the decode
+    program's temp bytes; BENCHMARKS.md shows them."""
+    recs = records(quick_sweep)
+    assert all(r["memory"]["peak_bytes"] > 0 for r in recs)
+    merge_into(tmp_path, quick_sweep)
+    rows = by_header((tmp_path / "BENCHMARKS.md").read_text(), "Memory")
+    assert len(rows) == 4
+    for row in rows:
+        assert row["Peak"].endswith("iB") and row["Peak Source"] == "process peak RSS"
+        assert row["Decode Temp"] != "—" and row["Weights"] != "—"

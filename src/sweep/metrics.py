@@ -21,6 +21,11 @@ Counting conventions:
 - MFU: prefill FLOPs (2 x decoder matmul params x prompt tokens x batch) / first_token_s /
   peak FLOP/s. A lower bound: attention and the vision encoder are not counted.
 A value above 1.0 means the counting is wrong and raises MetricError.
+- The bandwidth limit (`decode_limit`): the decode tokens/s of a run reading the bytes its
+  steps must read (the MBU numerator, averaged per step) at 100% of the peak bandwidth:
+  batch_size x peak / bytes per step. `ms_per_step_above_limit`: the measured milliseconds per
+  decode step (post_first_s / steps) minus the limit's (bytes per step / peak); never negative,
+  since MBU <= 1. Both need the peak, and the excess a timed decode (as MBU).
 """
 
 from __future__ import annotations
@@ -43,6 +48,9 @@ RUN_METRICS = (
     "mbu",
     "mfu",
 )
+# Per-run figures against the bandwidth limit (not in RUN_METRICS: the records' own summaries
+# predate them; the results side adds them to its frames, `sweep.results.frames`).
+LIMIT_METRICS = ("limit_decode_tokens_per_s", "ms_per_step_above_limit")
 STATS = ("mean", "median", "p90", "p99", "stdev", "min", "max")
 
 
@@ -144,6 +152,42 @@ def decode_mbu(cost: CostModel, run: dict, *, prompt_tokens: int, batch_size: in
     value = total / run["post_first_s"] / cost.peak_bytes_per_s
     _check_fraction("mbu", value)
     return value
+
+
+def decode_limit(
+    cost: CostModel, *, prompt_tokens: int, new_tokens: int, batch_size: int
+) -> float | None:
+    """Decode tokens/s (all sequences of the batch) at 100% of the peak bandwidth: batch_size x
+    peak / the bytes one decode step reads, averaged over this request's new_tokens - 1 steps
+    (the weights once per step + the K/V each step attends). None when the peak is unknown or
+    there is no decode step."""
+    steps = new_tokens - 1
+    if not cost.peak_bytes_per_s or steps < 1:
+        return None
+    total = decode_bytes(cost, prompt_tokens=prompt_tokens, steps=steps, batch_size=batch_size)
+    return batch_size * cost.peak_bytes_per_s * steps / total
+
+
+def limit_metrics(cost: CostModel | None, run: dict[str, Any]) -> dict[str, float | None]:
+    """A run's LIMIT_METRICS (`run`: run_metrics' figures): the limit's decode tokens/s, and the
+    measured ms per decode step minus the limit's (None without a timed decode)."""
+    out: dict[str, float | None] = dict.fromkeys(LIMIT_METRICS)
+    if cost is None:
+        return out
+    batch, steps = run["batch_size"], run["new_tokens"] - 1
+    limit = decode_limit(
+        cost, prompt_tokens=run["prompt_tokens"], new_tokens=run["new_tokens"], batch_size=batch
+    )
+    out["limit_decode_tokens_per_s"] = limit
+    defined = decode_defined(
+        post_first_s=run["post_first_s"],
+        new_tokens=run["new_tokens"],
+        first_token_derived=bool(run.get("first_token_derived", False)),
+    )
+    if limit is not None and defined:
+        measured_ms = 1000 * run["post_first_s"] / steps
+        out["ms_per_step_above_limit"] = measured_ms - 1000 * batch / limit
+    return out
 
 
 def prefill_mfu(cost: CostModel, run: dict, *, prompt_tokens: int, batch_size: int):

@@ -6,8 +6,9 @@ and the merge that renders them (BENCHMARKS.md, runs.csv, phases.csv, plots, ind
     phases = load_phases("benchmarks/metrics.json")      # one row per job x phase
 
 Modules: `load` (reading records, bad files skipped), `jobs` (one record checked, figures
-recomputed, its identity), `store`, `frames` (the DataFrames and CSVs), `tables`, `markdown`,
-`html`, `plots`, `merging` (the merge) and `cli` (tools/merge_benchmarks.py). No JAX here.
+recomputed, its identity), `store`, `frames` (the DataFrames and CSVs), `tables`, `memory` (the
+Memory table), `report` (the tables in order), `markdown`, `html`, `plots`, `merging` (the
+merge) and `cli` (tools/merge_benchmarks.py). No JAX here.
 """
 
 from sweep.results.frames import PHASE_COLUMNS, RUN_COLUMNS, load_phases, load_runs

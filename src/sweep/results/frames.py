@@ -7,7 +7,8 @@
 Paths are sweep dirs (searched recursively for metrics.json), record files or merged stores.
 Per-run figures are recomputed from the raw samples (`sweep.metrics.run_metrics`); per-phase
 statistics are pandas groupings of them: mean, median, p90 and p99 (linear interpolation),
-sample stdev (0.0 for one run), min, max, over the defined values. Only each cell's current
+sample stdev (0.0 for one run), min, max, over the defined values (p90 and p99 from any number
+of runs: the Benchmark Percentiles table shows them only from 10 and 100). Only each cell's current
 result is returned (`superseded` False) unless `history=True`. Rows are sorted (the tables'
 order), columns in the fixed order below.
 """
@@ -21,7 +22,7 @@ from typing import Any
 
 import pandas as pd
 
-from sweep.metrics import RUN_METRICS, STATS
+from sweep.metrics import LIMIT_METRICS, RUN_METRICS, STATS
 from sweep.record import PHASES
 from sweep.results.jobs import Job, current, get, is_int, is_real, machine_label, unique
 from sweep.results.jobs import variant_key as _variant_key
@@ -79,9 +80,26 @@ EXTRA = (
     "cpu_read_probe_bytes",
     "env_vars",
     "variant_key",
+    "concurrent_jobs",
 )
-JOB_COLUMNS = AXES + MACHINE + PROVENANCE + EXTRA
-RUN_FIGURES = (*RUN_METRICS, "new_tokens", "first_token_derived")
+# The record's memory block (absent in older records: all None). Bytes; `memory_peak_source`
+# is "device" (memory_stats()) or "process_rss"; the programs' figures are
+# compiled.memory_analysis()'s, None with `memory_programs_reason` when it had none.
+PROGRAM_MEMORY = tuple(
+    f"memory_{program}_{kind}_bytes"
+    for program in ("prefill", "decode")
+    for kind in ("temp", "argument", "output")
+)
+MEMORY = (
+    "memory_peak_bytes",
+    "memory_peak_source",
+    "memory_weight_bytes",
+    "memory_kv_cache_bytes",
+    *PROGRAM_MEMORY,
+    "memory_programs_reason",
+)
+JOB_COLUMNS = AXES + MACHINE + PROVENANCE + EXTRA + MEMORY
+RUN_FIGURES = (*RUN_METRICS, *LIMIT_METRICS, "new_tokens", "first_token_derived")
 PHASE_COUNTS = (
     "compiles",
     "compile_s",
@@ -93,7 +111,17 @@ PHASE_COUNTS = (
 )
 STAT_COLUMNS = tuple(f"{m}_{s}" for m in RUN_METRICS for s in STATS)
 RUN_COLUMNS = (*AXES, "phase", "run_index", *RUN_FIGURES, *JOB_COLUMNS[len(AXES) :])
-PHASE_COLUMNS = (*AXES, "phase", "runs", *STAT_COLUMNS, *PHASE_COUNTS, *JOB_COLUMNS[len(AXES) :])
+# Per phase, LIMIT_METRICS are the medians of its runs' (the limit is one figure per job unless
+# its runs' token counts differ).
+PHASE_COLUMNS = (
+    *AXES,
+    "phase",
+    "runs",
+    *STAT_COLUMNS,
+    *LIMIT_METRICS,
+    *PHASE_COUNTS,
+    *JOB_COLUMNS[len(AXES) :],
+)
 
 _INTS = {
     "tokens",
@@ -113,11 +141,14 @@ _INTS = {
     "program_hits",
     "program_misses",
     "cpu_read_probe_bytes",
+    "concurrent_jobs",
+    *(m for m in MEMORY if m.endswith("_bytes")),
 }
 _BOOLS = {"superseded", "image_used", "first_token_derived"}
 _FLOATS = {
     *RUN_METRICS,
     *STAT_COLUMNS,
+    *LIMIT_METRICS,
     "compile_s",
     "wall_s",
     "model_load_s",
@@ -142,6 +173,23 @@ def _real(value: Any) -> float | None:
 
 def _num(value: Any) -> tuple[int, Any]:
     return (0, value) if is_int(value) else (1, 0)
+
+
+def memory_row(block: Any) -> dict[str, Any]:
+    """The MEMORY columns of a record's memory block (all None when it has none)."""
+    block = block if isinstance(block, dict) else {}
+    programs = block.get("programs")
+    row = {
+        "memory_peak_bytes": _int(block.get("peak_bytes")),
+        "memory_peak_source": _text(block.get("peak_source")),
+        "memory_weight_bytes": _int(block.get("weight_bytes")),
+        "memory_kv_cache_bytes": _int(block.get("kv_cache_bytes")),
+    }
+    for name in PROGRAM_MEMORY:
+        program, kind = name.split("_")[1:3]
+        row[name] = _int(get(programs, program, f"{kind}_bytes"))
+    row["memory_programs_reason"] = _text(block.get("programs_reason"))
+    return row
 
 
 def job_row(job: Job) -> dict[str, Any]:
@@ -192,6 +240,8 @@ def job_row(job: Job) -> dict[str, Any]:
         "cpu_read_probe_bytes": _int(env.get("cpu_read_probe_bytes")),
         "env_vars": "\n".join(sorted(f"{k}={v}" for k, v in env_vars.items())) or None,
         "variant_key": _variant_key(config),
+        "concurrent_jobs": _int(env.get("concurrent_jobs")),
+        **memory_row(rec.get("memory")),
     }
 
 
@@ -243,18 +293,19 @@ def _sort_key(job: Job, row: dict[str, Any]) -> tuple:
 
 def _typed(rows: list[dict[str, Any]], columns: tuple[str, ...]) -> pd.DataFrame:
     df = pd.DataFrame(rows, columns=list(columns))
+    typed = {}
     for name in columns:
         if name in _INTS:
-            df[name] = df[name].astype("Int64")
+            typed[name] = df[name].astype("Int64")
         elif name in _BOOLS:
-            df[name] = df[name].astype(bool)
+            typed[name] = df[name].astype(bool)
         elif name in _FLOATS:
-            df[name] = df[name].astype("float64")
+            typed[name] = df[name].astype("float64")
         elif name == "started_at":
-            df[name] = pd.to_datetime(df[name], utc=True)
+            typed[name] = pd.to_datetime(df[name], utc=True)
         else:
-            df[name] = df[name].astype(object).where(df[name].notna(), None)
-    return df
+            typed[name] = df[name].astype(object).where(df[name].notna(), None)
+    return pd.DataFrame(typed, columns=list(columns))  # built at once: not fragmented
 
 
 def runs_frame(pairs: list[tuple[Job, dict[str, Any]]]) -> pd.DataFrame:
@@ -276,7 +327,8 @@ def phases_frame(pairs: list[tuple[Job, dict[str, Any]]], runs: pd.DataFrame) ->
             block = get(job.record, "phases", phase)
             counts = {k: (get(block, k) if is_real(get(block, k)) else None) for k in PHASE_COUNTS}
             rows.append(row | {"phase": phase} | counts)
-    skeleton = pd.DataFrame(rows, columns=[c for c in PHASE_COLUMNS if c not in STAT_COLUMNS])
+    figures = {*STAT_COLUMNS, *LIMIT_METRICS}
+    skeleton = pd.DataFrame(rows, columns=[c for c in PHASE_COLUMNS if c not in figures])
     skeleton = skeleton.drop(columns=["runs"])
     keys = ["record_id", "phase"]
     grouped = runs.groupby(keys, sort=False)[list(RUN_METRICS)]
@@ -291,6 +343,8 @@ def phases_frame(pairs: list[tuple[Job, dict[str, Any]]], runs: pd.DataFrame) ->
         "max": grouped.max(),
     }
     stats = pd.concat([df.add_suffix(f"_{stat}") for stat, df in parts.items()], axis=1)
+    limits = runs.groupby(keys, sort=False)[list(LIMIT_METRICS)].median()
+    stats = pd.concat([stats, limits], axis=1)
     stats["runs"] = runs.groupby(keys, sort=False).size()
     stats = stats.reset_index()
     merged = skeleton.merge(stats, on=keys, how="left", sort=False)
@@ -325,7 +379,9 @@ def load_phases(
     *paths: str | os.PathLike, history: bool = False, warn: Warn | None = None
 ) -> pd.DataFrame:
     """One row per job x phase under `paths`, with `runs`, the phase's compile and cache
-    counts, and `<metric>_<stat>` for every run metric and statistic. Jobs that did not end ok
+    counts, `<metric>_<stat>` for every run metric and statistic, the bandwidth limit
+    (`limit_decode_tokens_per_s`, `ms_per_step_above_limit`: medians of the phase's runs), the
+    record's memory block (`memory_*`) and `concurrent_jobs`. Jobs that did not end ok
     are there too (runs 0, no figures: their status and error say why)."""
     return frames(_load(paths, warn), history=history)[1]
 

@@ -2,9 +2,9 @@
 
 Every per-run figure is recomputed from the raw samples (`total_s`, `first_token_s`,
 `new_tokens`, `prompt_tokens`, `batch_size`, `first_token_derived` (absent in older records:
-false), and the record's `cost_model` for MBU/MFU) with `sweep.metrics.run_metrics`, never
-copied from a record's own summary. A record that fails a check raises `RecordError`: the
-reader skips it as a bad file.
+false), and the record's `cost_model` for MBU/MFU and the bandwidth limit) with
+`sweep.metrics.run_metrics` and `sweep.metrics.limit_metrics`, never copied from a record's own
+summary. A record that fails a check raises `RecordError`: the reader skips it as a bad file.
 
 Identity: a job's cell is its run identity (`run_key`: the config minus the keys that do not
 change what is measured, `record.NON_IDENTITY_KEYS`) plus its machine (`machine_key`: hostname,
@@ -211,7 +211,8 @@ def recompute(run: Any, where: str, cost: metrics.CostModel | None) -> dict[str,
     if run["first_token_s"] > run["total_s"] and not optional["first_token_derived"]:
         raise RecordError(f"{where}: first_token_s is after total_s")
     try:
-        return metrics.run_metrics(**{k: run[k] for k in RAW_RUN_KEYS}, **optional, cost=cost)
+        figures = metrics.run_metrics(**{k: run[k] for k in RAW_RUN_KEYS}, **optional, cost=cost)
+        return figures | metrics.limit_metrics(cost, figures)
     except (metrics.MetricError, ArithmeticError) as exc:
         raise RecordError(f"{where}: {exc}") from None
 

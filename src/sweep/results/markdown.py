@@ -17,7 +17,8 @@ from typing import Any
 import pandas as pd
 
 from sweep.results.jobs import is_int, is_real
-from sweep.results.tables import MISSING, SEED_COLUMNS, extra_tables, inference_rows
+from sweep.results.report import extra_tables
+from sweep.results.tables import MISSING, SEED_COLUMNS, inference_rows
 
 SEED_HEADER = "| " + " | ".join(SEED_COLUMNS) + " |"
 SEED_RULE = "|" + " --- |" * len(SEED_COLUMNS)
@@ -47,21 +48,21 @@ def rel(target: Path, start: Path) -> str:
 
 
 INFERENCE_NOTE = (
-    "One row per job and phase. Avg = mean over the phase's runs, recomputed from the raw "
-    "per-run timings in each record; tokens/s count every sequence of a batch (Pre-First "
-    "Tokens/s = batch size ÷ first-token s). Decode figures are `—` for runs with no decode "
-    "step to time (1 token, or a derived first-token time with fewer than 2 tokens decoded "
-    "after it). Script names the engine; TPU is the topology; Mode is the prompt's mode on "
-    "every phase (Phase says which). Notes say which machine ran the job (its CPU model or "
-    "device kind, and hostname: two machines' results for one configuration are both kept); "
-    "on warmup rows they say how the programs were obtained: `warmup=cold (N compiles, S s)` "
-    "when XLA compiled (with how many of them were persistent-cache hits, if any), "
-    "`warmup=warm (N compiles from the persistent cache, S s)` when every compile was a "
-    "persistent-cache hit (cheap), `warmup=warm (no compile)` when the process's own caches "
-    "served everything. A job that did not end ok keeps its rows, with its status in Notes and "
-    "`—` for every figure. A newer result of the same configuration on the same machine "
-    "replaces the older one here; the older one stays in the store (`python "
-    "tools/merge_benchmarks.py --history` shows both). Regenerate with `python "
+    "One row per job and phase. Avg = mean over the phase's runs, recomputed from the raw per-run "
+    "timings in each record; tokens/s count every sequence of a batch (Pre-First Tokens/s = batch "
+    "size ÷ first-token s). Decode figures are `—` for runs with no decode step to time (1 token, "
+    "or a derived first-token time with fewer than 2 tokens decoded after it). Script names the "
+    "engine; TPU is the topology; Mode is the prompt's mode on every phase (Phase says which). "
+    "Notes say which machine ran the job (its CPU model or device kind, and hostname: two "
+    "machines' results for one configuration are both kept); on warmup rows they say how the "
+    "programs were obtained: `warmup=cold (N compiles, S s)` when XLA compiled (with how many of "
+    "them were persistent-cache hits, if any), `warmup=warm (N compiles from the persistent cache,"
+    " S s)` when every compile was a persistent-cache hit (cheap), `warmup=warm (no compile)` when"
+    " the process's own caches served everything. `concurrent_jobs=N` in Notes: the launcher ran N"
+    " jobs at once on the host, which slows each of them down. A job that did not end ok keeps its"
+    " rows, with its status in Notes and `—` for every figure. A newer result of the same "
+    "configuration on the same machine replaces the older one here; the older one stays in the "
+    "store (`python tools/merge_benchmarks.py --history` shows both). Regenerate with `python "
     "tools/merge_benchmarks.py`; `--check` fails when this file is stale."
 )
 

@@ -30,8 +30,8 @@ from sweep.results.frames import csv_bytes, ordered, phases_frame, runs_frame
 from sweep.results.html import render_html
 from sweep.results.load import Warn, load_jobs, log_warning
 from sweep.results.markdown import BENCH_ENGINES_NAME, HTML_NAME, rel, render_markdown
+from sweep.results.report import html_tables
 from sweep.results.store import read_store, reason, store_bytes, upsert
-from sweep.results.tables import html_tables
 
 DEFAULT_DIRS = ("multirun", "outputs")
 DEFAULT_DIR = Path("benchmarks")

@@ -46,6 +46,8 @@ AVG_METRICS = (
     "pre_first_tokens_per_s",
 )
 IDENT = ("Date (UTC)", "Script", "Mode", "TPU", "Model", "Token Count", "Batch Size")
+# Runs a phase needs before a percentile is shown (the frames keep it from any number).
+MIN_RUNS = {"median": 1, "p90": 10, "p99": 100, "stdev": 1}
 # Baseline for the engine comparison: the seed's per-token loop first, then gemma's sampler.
 BASELINE_ENGINES = ("stream", "sampler", "fused")
 
@@ -158,7 +160,8 @@ def _ident(row: dict[str, Any]) -> list[str]:
 
 def notes(row: dict[str, Any]) -> str:
     """The seed table's Notes: image_used, model, quant, the machine, how the warmup got its
-    programs, the status of a job that did not end ok, and whether the result is superseded."""
+    programs, the status of a job that did not end ok, `concurrent_jobs=N` when the launcher
+    ran N > 1 jobs at once on the host, and whether the result is superseded."""
     parts = [f"image_used={row['image_used']}", f"model={_text(row['model'])}"]
     if row["quant"] not in ("none", "None", ""):
         parts.append(f"quant={row['quant']}")
@@ -171,6 +174,9 @@ def notes(row: dict[str, Any]) -> str:
     if not ok:
         kind = row["error_type"]
         parts.append(f"status={row['status']}" + (f": {kind}" if kind else ""))
+    concurrent = row.get("concurrent_jobs")
+    if concurrent is not None and concurrent > 1:
+        parts.append(f"concurrent_jobs={concurrent}")  # a shared host slows every job down
     if row["superseded"]:
         parts.append("superseded by a newer result")
     return "; ".join(parts)
@@ -207,13 +213,20 @@ def percentile_table(phases: pd.DataFrame) -> Table:
     rows = []
     for row in rows_of(_jobs(phases, ok=True)):
         cells = [*_ident(row), fmt(row["runs"])]
+        runs = row["runs"] or 0
         for metric in ("first_token_s", "decode_tokens_per_s"):
-            cells += [fmt(row[f"{metric}_{s}"]) for s in ("median", "p90", "p99", "stdev")]
+            cells += [
+                fmt(row[f"{metric}_{s}"] if runs >= MIN_RUNS[s] else None)
+                for s in ("median", "p90", "p99", "stdev")
+            ]
         rows.append([*cells, _machine(row)])
     return Table(
         "Benchmark Percentiles",
         "Benchmark phase: percentiles (linear interpolation) and sample standard deviation over "
-        "the phase's runs. p50 is the median; for tokens/s a high percentile is a fast run.",
+        "the phase's runs. p50 is the median; for tokens/s a high percentile is a fast run. A "
+        "percentile is shown only when the phase has enough runs for it: p90 from "
+        f"{MIN_RUNS['p90']} runs, p99 from {MIN_RUNS['p99']}, `—` below (phases.csv keeps the "
+        "computed values).",
         (
             *IDENT,
             "Runs",
@@ -273,10 +286,10 @@ def compile_table(phases: pd.DataFrame) -> Table:
 
 
 def utilization_table(phases: pd.DataFrame) -> Table:
-    df = _jobs(phases, ok=True)
-    df = df[df["mbu_mean"].notna() | df["mfu_mean"].notna()]
+    """Every ok job: MBU, its median decode tokens/s against the bandwidth limit, MFU, and the
+    peaks they are fractions of (`—` where the topology or probe gives none)."""
     rows = []
-    for row in rows_of(df):
+    for row in rows_of(_jobs(phases, ok=True)):
         peak_bw, peak_flops = row["peak_bytes_per_s"], row["peak_flops"]
         topo_bw, probe_bytes = row["topology_peak_bytes_per_s"], row["cpu_read_probe_bytes"]
         source = "topology" if topo_bw else "measured host read"
@@ -288,6 +301,9 @@ def utilization_table(phases: pd.DataFrame) -> Table:
                 fmt(row["runs"]),
                 fmt(row["mbu_mean"]),
                 fmt(row["mbu_median"]),
+                fmt(row["decode_tokens_per_s_median"]),
+                fmt(row["limit_decode_tokens_per_s"]),
+                fmt(row["ms_per_step_above_limit"]),
                 fmt(row["mfu_mean"]),
                 fmt(row["mfu_median"]),
                 fmt(peak_bw / 1e9 if peak_bw is not None else None),
@@ -300,12 +316,19 @@ def utilization_table(phases: pd.DataFrame) -> Table:
         "MBU / MFU",
         "Benchmark phase, as fractions of the peak (all chips together): MBU = bytes read per "
         "decode step × steps/s ÷ peak bandwidth; MFU = prefill FLOPs ÷ first-token time ÷ peak "
-        "FLOP/s (a lower bound). Only jobs whose topology (or host probe) gives a peak.",
+        "FLOP/s (a lower bound). Limit Decode Tokens/s: the decode tokens/s at 100% of the peak "
+        "bandwidth (batch size × peak ÷ bytes read per decode step: the weights once, plus the "
+        "K/V the job's steps attend); ms/Step Above Limit: the measured milliseconds per decode "
+        "step minus the limit's (medians over the runs), how far from the hardware the result "
+        "is. `—` where the topology (or host probe) gives no peak, or there is no decode step.",
         (
             *IDENT,
             "Runs",
             "Mean MBU",
             "Median MBU",
+            "Median Decode Tokens/s",
+            "Limit Decode Tokens/s",
+            "ms/Step Above Limit",
             "Mean MFU",
             "Median MFU",
             "Peak GB/s",
@@ -314,7 +337,7 @@ def utilization_table(phases: pd.DataFrame) -> Table:
             "Machine",
         ),
         rows,
-        "No job has a known peak.",
+        "No job ended ok.",
     )
 
 
@@ -430,13 +453,16 @@ def environment_table(phases: pd.DataFrame) -> Table:
                 ],
                 *[_values(group, c) for c in ("gemma", "flax", "python", "git_commit")],
                 ", ".join(sorted(env_vars)) or MISSING,
+                _values(group, "concurrent_jobs"),
                 machine,
                 _values(group, "cpu_flags"),
             ]
         )
     return Table(
         "Environment",
-        "Per sweep and machine, from the records' env blocks.",
+        "Per sweep and machine, from the records' env blocks. Concurrent Jobs: how many jobs "
+        "the launcher ran at once on the host (`—` in records that predate it); above 1 the "
+        "jobs shared the host, which slows each of them down (the Notes above say so too).",
         (
             "Date (UTC)",
             "Sweep",
@@ -453,31 +479,10 @@ def environment_table(phases: pd.DataFrame) -> Table:
             "Python",
             "Git Commit",
             "Env Vars",
+            "Concurrent Jobs",
             "Machine",
             "CPU Flags",
         ),
         rows,
         "No records.",
     )
-
-
-def extra_tables(phases: pd.DataFrame) -> list[Table]:
-    return [
-        percentile_table(phases),
-        compile_table(phases),
-        utilization_table(phases),
-        engine_table(phases),
-        failed_table(phases),
-        environment_table(phases),
-    ]
-
-
-def html_tables(phases: pd.DataFrame) -> list[Table]:
-    main = Table(
-        "Inference Runs",
-        "One row per job and phase; click a column header to sort.",
-        SEED_COLUMNS,
-        inference_rows(phases),
-        "No records.",
-    )
-    return [main, *extra_tables(phases)]
