@@ -88,7 +88,7 @@ def test_experiment_presets_override_the_defaults():
         ("+model.size=3", "model.size"),
         ("quant=int3", "quant"),
         ("wandb.mode=sometimes", "wandb.mode"),
-        ("tokens=4096", "tokens"),
+        ("prompt_tokens=0", "prompt_tokens"),  # tokens over the cache: test_prompt.py
     ],
 )
 def test_bad_values_name_the_key(override, key):
@@ -135,7 +135,9 @@ def test_bad_cli_input_exits_nonzero_in_seconds_before_any_model(tmp_path, overr
 def test_a_request_longer_than_the_cache_fails_before_the_weights_are_built(tmp_path):
     # `load:raise` fires when the weights would start building: the cache check must come first.
     env = sweep_env(**fault_env("load:raise"))
-    proc = run_sweep(tmp_path / "job", "tokens=2040", multirun=False, env=env)
+    proc = run_sweep(
+        tmp_path / "job", "tokens=2040", "engine.cache_length=2048", multirun=False, env=env
+    )
     output = proc.stdout + proc.stderr
     assert proc.returncode == 1, output
     assert "more than engine.cache_length=2048" in output, output

@@ -5,9 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from sweep.engine import CHAT_TEMPLATE, FusedEngine, Request, SamplerEngine, StreamEngine
+from sweep.engine import FusedEngine, SamplerEngine, StreamEngine
 from sweep.phases import compile_monitor
 from sweep.preflight import load_image
+from sweep.request import CHAT_TEMPLATE, Request
 
 CACHE = 256
 

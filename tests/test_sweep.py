@@ -43,7 +43,7 @@ def test_only_warmup_compiles(quick_sweep):
 def test_prompt_tokens_include_the_image_soft_tokens(quick_sweep):
     import sentencepiece as spm
 
-    from sweep.engine import CHAT_TEMPLATE
+    from sweep.request import CHAT_TEMPLATE
     from sweep.tokenizer import local_tokenizer_path
 
     sp = spm.SentencePieceProcessor(model_file=str(local_tokenizer_path()))

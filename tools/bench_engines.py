@@ -162,11 +162,11 @@ def main(argv=None) -> int:
 
     from sweep.costs import cost_model
     from sweep.engine import ENGINES as SWEEP_ENGINES
-    from sweep.engine import build_request
     from sweep.env import collect_env, cpu_read_peak, setup_compile_cache
     from sweep.metrics import describe
     from sweep.models import build_model
     from sweep.phases import generation_metrics
+    from sweep.request import build_request
 
     setup_compile_cache(config.compile_cache_dir)
     env = collect_env()
@@ -181,7 +181,7 @@ def main(argv=None) -> int:
         env.update(cpu_read_peak(cost.decode_weight_bytes))
     classes = dict(SWEEP_ENGINES, reference=ReferenceEngine)
     names = [n for n in args.engines.split(",") if n]
-    engines = {n: classes[n](model, cache_length=config.engine.cache_length) for n in names}
+    engines = {n: classes[n](model, cache_length=request.cache_length) for n in names}
 
     log = sys.stderr
     print(
@@ -247,7 +247,7 @@ def main(argv=None) -> int:
             "tokens": config.tokens,
             "batch_size": config.batch_size,
             "rounds": args.rounds,
-            "cache_length": config.engine.cache_length,
+            "cache_length": request.cache_length,
             "prompt_tokens": runs[names[0]][0]["prompt_tokens"],
             "dtype": config.model.dtype,
             "num_params": model.num_params,

@@ -20,7 +20,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from sweep.engine import Generation, Request, _prefill, decode_step, forbidden_token_ids
+from sweep.engine import Generation, _prefill, decode_step, forbidden_token_ids
+from sweep.request import Request
 
 
 class ReferenceEngine:

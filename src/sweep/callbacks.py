@@ -32,7 +32,7 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
-from sweep import outcomes
+from sweep import outcomes, progress
 from sweep.outcomes import JobResult
 from sweep.record import PHASE_CACHE_COUNTS, RECORD_NAME, Record, RecordError, load_record
 from sweep.resume import override_values, parse_override
@@ -372,9 +372,27 @@ class SweepCallback(Callback):
             sweep_dir=Path(config.hydra.sweep.dir),
             merge=merge_target(config),
             wandb_cfg=_wandb_cfg(config),
+            jobs=_job_count(config),  # N of the `[k/N]` progress lines; None: unknown
+        )
+        progress.start_sweep(ACTIVE_SWEEP["jobs"])
+        jobs = ACTIVE_SWEEP["jobs"]
+        log.info(
+            "sweep %s: %s job(s)%s",
+            config.hydra.sweep.dir,
+            "?" if jobs is None else jobs,
+            " (dry run: listed, not run)" if config.get("dry_run") else "",
         )
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        if config.get("dry_run"):  # no record, nothing to summarise or merge
+            log.info(
+                "dry run: %s job(s) listed; no model built, no record written",
+                ACTIVE_SWEEP.get("jobs") or "the",
+            )
+            ACTIVE_SWEEP.clear()
+            progress.end_sweep()
+            release_sweep_lock()
+            return
         try:
             summarize_sweep(
                 Path(config.hydra.sweep.dir),
@@ -383,7 +401,18 @@ class SweepCallback(Callback):
             )
         finally:
             ACTIVE_SWEEP.clear()
+            progress.end_sweep()
             release_sweep_lock()
+
+
+def _job_count(config: DictConfig) -> int | None:
+    """The sweep's number of jobs (basic sweeper: its params and the task overrides), or None."""
+    try:
+        task = [str(o) for o in config.hydra.overrides.task]
+        return progress.job_count(config.hydra.get("sweeper"), task)
+    except Exception:  # a count for progress lines must never stop a sweep
+        log.debug("cannot count the sweep's jobs", exc_info=True)
+        return None
 
 
 def _wandb_cfg(config: DictConfig) -> dict[str, Any]:

@@ -137,8 +137,9 @@ class ModeConfig:
 @dataclass
 class EngineConfig:
     name: str = MISSING
-    # KV cache length (static: one compile serves every token count that fits).
-    cache_length: int = 2048
+    # KV cache length (static: one compile serves every token count that fits). null = auto:
+    # the smallest power of two >= prompt + tokens, at least 2048 (sweep.request.auto_cache_length).
+    cache_length: int | None = None
 
     def __post_init__(self) -> None:
         _check_choice("engine.name", self.name, ENGINES)
@@ -198,6 +199,9 @@ class Config:
     mode: ModeConfig = MISSING
     engine: EngineConfig = MISSING
     tokens: int = 128  # new tokens generated per request (forced: EOS is not allowed to stop it)
+    # Prompt length: null = the mode's prompt; N = a chat prompt of exactly N text tokens (BOS
+    # and template included; image soft tokens on top), drawn from `seed` (sweep.request).
+    prompt_tokens: int | None = None
     batch_size: int = 1
     runs: RunsConfig = field(default_factory=RunsConfig)
     seed: int = 0
@@ -213,18 +217,26 @@ class Config:
     # Run each job's device work in a child process: a native crash becomes a `crashed`
     # record and the sweep goes on (sweep/isolate.py). Each job then builds its model anew.
     isolate: bool = False
+    # List each job of the sweep (overrides, the fit check's verdict, estimated weight and KV
+    # cache bytes) without building a model or writing a record (sweep/dryrun.py).
+    dry_run: bool = False
+    # One extra untimed request after the benchmark phase under `jax.profiler.trace`, saved in
+    # <job dir>/profile (TensorBoard/XProf, Perfetto); the record names its files.
+    profile: bool = False
 
     def __post_init__(self) -> None:
         _check_min("tokens", self.tokens, 1)
         _check_min("batch_size", self.batch_size, 1)
         _check_min("seed", self.seed, 0)  # else numpy's default_rng fails deep in the build
         _check_choice("quant", self.quant, QUANTS)
-        if self.tokens > self.engine.cache_length:
+        _check_min("prompt_tokens", self.prompt_tokens, 1)  # the template's minimum: build_request
+        cache_length = self.engine.cache_length
+        if cache_length is not None and self.tokens + (self.prompt_tokens or 0) > cache_length:
             raise ConfigError(
                 "tokens",
                 self.tokens,
-                f"must fit engine.cache_length={self.engine.cache_length} "
-                "(raise engine.cache_length)",
+                f"tokens + prompt_tokens must fit engine.cache_length={cache_length} "
+                "(raise engine.cache_length, or set it to null: sized to the request)",
             )
         if self.mode.name == "image" and self.model.text_only:
             raise ConfigError(

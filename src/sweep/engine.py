@@ -29,21 +29,9 @@ import jax.numpy as jnp
 import numpy as np
 from flax import linen as nn
 
-from sweep.models import LoadedModel, ModelSpec
+from sweep.models import LoadedModel
 from sweep.programs import StoredProgram
-
-
-@dataclasses.dataclass(frozen=True, kw_only=True)
-class Request:
-    """One request, prepared on the host. `prompts` are full chat-formatted strings."""
-
-    prompts: tuple[str, ...]
-    images: np.ndarray | None  # uint8 [B, N, H, W, C], or None for text
-    max_new_tokens: int
-
-    @property
-    def batch_size(self) -> int:
-        return len(self.prompts)
+from sweep.request import Request, prompt_tokens_with_images
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -72,10 +60,6 @@ def forbidden_token_ids(tokenizer) -> tuple[int, ...]:
     special = tokenizer.special_tokens
     stop = (special.EOS, special.END_OF_TURN, special.BEGIN_OF_TOOL_RESPONSE)
     return tuple(int(t) for t in (*stop, *tokenizer.FORBIDDEN_TOKENS))
-
-
-def prompt_tokens_with_images(model: ModelSpec, token_ids: list[int], num_images: int) -> int:
-    return len(token_ids) + (num_images * model.image_soft_tokens() if num_images else 0)
 
 
 def _now() -> float:
@@ -131,6 +115,41 @@ class FusedEngine:
             token_ids=token_ids,
             texts=texts,
         )
+
+    def kv_cache_bytes(self, batch_size: int) -> int:
+        """Bytes of the full KV cache the prefill hands the decode loop (`cache_length`)."""
+        return _kv_cache_bytes(self.model, batch_size, self.cache_length)
+
+    def program_memory(self, request: Request) -> dict[str, dict[str, int] | None]:
+        """`memory_analysis()` of the prefill and decode programs compiled for `request`.
+
+        Runs the prefill once (for the decode's real arguments) and lowers both programs with
+        the arrays a timed call gets: after a warmup JAX serves them from its caches, so no
+        compile happens. Outside any timed phase only (a first call compiles here).
+        """
+        from sweep.memory import program_memory
+
+        ids = [self.model.tokenizer.encode(p, add_bos=True) for p in request.prompts]
+        tokens = jax.device_put(_right_pad(ids))
+        images = None if request.images is None else jax.device_put(request.images)
+        prefill_args = (self._params, tokens, images, self._forbidden)
+        prefill = self._prefill.compiled(*prefill_args)
+        first, cache, pos = self._prefill(*prefill_args)
+        steps = np.int32(request.max_new_tokens - 1)
+        decode = self._decode.compiled(self._params, first, cache, pos, steps, self._forbidden)
+        return {"prefill": program_memory(prefill), "decode": program_memory(decode)}
+
+
+def _kv_cache_bytes(model: LoadedModel, batch_size: int, cache_length: int) -> int:
+    """The engines' KV cache: `cache_length` positions in the model's activation dtype."""
+    from sweep.memory import kv_cache_bytes
+
+    return kv_cache_bytes(
+        model.model,
+        batch_size=batch_size,
+        cache_length=cache_length,
+        dtype=_activation_dtype(model.params),
+    )
 
 
 def _right_pad(ids: list[list[int]]) -> np.ndarray:
@@ -328,6 +347,7 @@ class _GemmaSamplerBase:
         from gemma import gm
 
         self.model = model
+        self.cache_length = cache_length
         # pad_length=None: prefill the prompt as it is, like the fused engine, so the engines
         # compare like for like (the library default pads prompts to 256 tokens).
         self.sampler = gm.text.Sampler(
@@ -339,6 +359,10 @@ class _GemmaSamplerBase:
             max_out_length=cache_length,
             pad_length=None,
         )
+
+    def kv_cache_bytes(self, batch_size: int) -> int:
+        """The Sampler's KV cache: `cache_length` positions in the params' dtype, as ours."""
+        return _kv_cache_bytes(self.model, batch_size, self.cache_length)
 
     def _images(self, request: Request):
         return None if request.images is None else request.images
@@ -416,34 +440,3 @@ ENGINES = {"fused": FusedEngine, "sampler": SamplerEngine, "stream": StreamEngin
 def make_engine(name: str, model: LoadedModel, *, cache_length: int) -> Engine:
     """A new engine (`sweep.cache` keeps them per model, so a token sweep compiles once)."""
     return ENGINES[name](model, cache_length=cache_length)
-
-
-CHAT_TEMPLATE = "<start_of_turn>user\n{prompt}<end_of_turn>\n<start_of_turn>model\n"
-
-
-def build_request(config, model: ModelSpec, image: np.ndarray | None) -> Request:
-    """The request every phase sends (`config`: a `sweep.config.Config`). Checks it fits the
-    KV cache before any compile: a `ModelSpec` (module + tokenizer) is enough, no weights."""
-    from sweep.config import ConfigError
-
-    prompt = CHAT_TEMPLATE.format(prompt=config.mode.prompt)
-    images = None
-    if config.mode.name == "image":
-        if not model.has_vision:
-            raise ConfigError("mode", "image", f"model={config.model.name} has no vision encoder")
-        images = np.broadcast_to(image, (config.batch_size, 1, *image.shape)).copy()
-    ids = model.tokenizer.encode(prompt, add_bos=True)
-    num_images = 0 if images is None else images.shape[1]
-    prompt_tokens = prompt_tokens_with_images(model, ids, num_images)
-    needed = prompt_tokens + config.tokens
-    if needed > config.engine.cache_length:
-        raise ConfigError(
-            "tokens",
-            config.tokens,
-            f"prompt ({prompt_tokens} tokens) + tokens needs {needed} cache positions, more than "
-            f"engine.cache_length={config.engine.cache_length}: lower tokens or raise "
-            "engine.cache_length",
-        )
-    return Request(
-        prompts=(prompt,) * config.batch_size, images=images, max_new_tokens=config.tokens
-    )

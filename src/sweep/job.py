@@ -8,7 +8,7 @@ interrupted) and the sweep goes on.
 
 Data flows down once: the config is checked (`config.validate`), the input files and the
 memory fit are checked (`preflight`), the request is sized against the model's module and
-tokenizer before any weight exists (`engine.build_request`), the model and engine come from
+tokenizer before any weight exists (`request.build_request`), the model and engine come from
 the process's one cache (`cache.MODELS`), the cost model from the loaded model (`costs`),
 then the phases run (`phases`) and the record is written (`resume.save_record`). At each step
 the job fires its hooks (`hooks`): an isolated job's child saves its partial record there,
@@ -28,7 +28,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from sweep import distributed, hooks, interrupt, isolate, resume
+from sweep import distributed, hooks, interrupt, isolate, memory, progress, resume
 from sweep.callbacks import parallel_launcher_problem
 from sweep.config import Config, ConfigError, validate
 from sweep.outcomes import JOB_RESULTS, JobResult, SweepStopped, disk_problem
@@ -37,7 +37,9 @@ from sweep.record import (
     RECORD_NAME,
     EngineInfo,
     ErrorInfo,
+    MemoryInfo,
     ModelInfo,
+    ProfileInfo,
     Record,
     SweepInfo,
     config_hash,
@@ -49,16 +51,6 @@ log = logging.getLogger("sweep")
 
 class SkipJob(Exception):
     """The job cannot run here (e.g. topology/devices mismatch); recorded as `skipped`."""
-
-
-def peak_rss_bytes() -> int | None:
-    """This process's peak resident memory so far (all jobs it ran, not this job alone)."""
-    try:
-        import resource
-    except ImportError:  # not on POSIX
-        return None
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return peak if sys.platform == "darwin" else peak * 1024  # macOS: bytes; Linux: KiB
 
 
 def utc_now() -> str:
@@ -80,7 +72,9 @@ def hydra_context(cfg: DictConfig) -> dict[str, Any]:
             "sweep_dir": hc.sweep.dir if multirun else None,
             "job_num": hc.job.num if multirun else 0,
             # What runs the jobs (a local parallel launcher must not share accelerators).
-            "launcher": {k: hc.launcher.get(k) for k in ("_target_", "n_jobs")},
+            "launcher": {
+                k: hc.launcher.get(k) for k in ("_target_", "n_jobs", "array_parallelism")
+            },
         }
     return {
         "choices": {
@@ -105,6 +99,7 @@ def _classify(exc: BaseException) -> str:
 
 def run_job(cfg: DictConfig, job_dir: str | Path | None = None) -> Record:
     """Run one benchmark job and write `<job_dir>/metrics.json`. Never raises (but ^C)."""
+    began = time.perf_counter()
     ctx = hydra_context(cfg)
     job_dir = Path(job_dir or ctx["job_dir"] or ".")
     ctx["job_dir"] = str(job_dir)  # tracking keeps the job's wandb files there
@@ -120,6 +115,8 @@ def run_job(cfg: DictConfig, job_dir: str | Path | None = None) -> Record:
         ),
         config_hash=config_hash(identity(config_dict)),  # what resume=true compares
     )
+    if cfg.get("dry_run", False):  # list the job: no model, no record (sweep/dryrun.py)
+        return _dry_run(cfg, record, ctx, label)
     path = job_dir / RECORD_NAME
     isolate.remove_leftovers(job_dir)  # of an isolated run of this job killed with -9
     previous = resume.check_previous(
@@ -127,6 +124,7 @@ def run_job(cfg: DictConfig, job_dir: str | Path | None = None) -> Record:
     )
     if previous.kept is not None:  # resume=true: this job already has an ok record
         JOB_RESULTS.append(JobResult(label=label, status="ok", detail="", job_dir=str(job_dir)))
+        progress.report_job(ctx["job_num"], label, "ok (kept)", time.perf_counter() - began)
         return Record.from_dict(previous.kept)
     log.info("[job %s] start: %s", ctx["job_num"], label)
     if isolate.wanted(cfg) and _valid(cfg):
@@ -148,12 +146,39 @@ def run_job(cfg: DictConfig, job_dir: str | Path | None = None) -> Record:
         JobResult(label=label, status=record.status, detail=detail, job_dir=str(job_dir))
     )
     log.info("[job %s] %s", ctx["job_num"], headline(record))
+    progress.report_job(
+        ctx["job_num"],
+        label,
+        record.status,
+        time.perf_counter() - began,
+        sweep_dir=ctx["sweep_dir"],
+        parallel=(record.env.get("concurrent_jobs") or 1) != 1,
+    )
     interrupted = interrupted or interrupt.pending()  # a signal held back while writing
     if interrupted is not None:
         raise interrupted
     problem = disk_problem(job_dir, written, more_jobs=ctx["sweep_dir"] is not None)
     if problem:  # before Hydra fails writing the next job's files, with a traceback
         raise SweepStopped(problem)
+    return record
+
+
+def _dry_run(cfg: DictConfig, record: Record, ctx: dict[str, Any], label: str) -> Record:
+    """`dry_run=true`: log the job's line (overrides, fit verdict, weight + KV bytes) and
+    return its record unwritten (`skipped`, "dry run"); nothing is built or compiled."""
+    from sweep.dryrun import dry_run_line
+
+    try:
+        config = validate(cfg)
+        import_model_library()
+        line = dry_run_line(config, label, ctx["job_num"])
+    except ConfigError as exc:
+        line = dry_run_line(None, label, ctx["job_num"], problem=str(exc))
+    except Exception as exc:  # a dry run lists every job, whatever one of them does
+        problem = f"cannot estimate it: {type(exc).__name__}: {exc}"
+        line = dry_run_line(None, label, ctx["job_num"], problem=problem)
+    log.info("%s", line)
+    record.fail("skipped", ErrorInfo.of("DryRun", "dry run: nothing was built or measured"))
     return record
 
 
@@ -200,7 +225,11 @@ def execute(cfg: DictConfig, record: Record, ctx: dict[str, Any]) -> BaseExcepti
     interrupted: BaseException | None = None
     try:
         config = validate(cfg)
-        import_model_library()
+        if "gemma.gm" in sys.modules:
+            import_model_library()
+        else:  # the first job of a process: ~10 s of imports (gemma, JAX, kauldron)
+            with progress.step(ctx.get("job_num"), "importing gemma and JAX"):
+                import_model_library()
         _run(config, record, ctx, trackers)
         record.status = "ok"
     except KeyboardInterrupt as exc:
@@ -213,7 +242,11 @@ def execute(cfg: DictConfig, record: Record, ctx: dict[str, Any]) -> BaseExcepti
     record.run_key = run_key(identity(record.config), record.env)
     record.finished_at = utc_now()
     record.wall_s = time.perf_counter() - started
-    record.process_peak_rss_bytes = peak_rss_bytes()
+    record.process_peak_rss_bytes = memory.peak_rss_bytes()
+    if record.memory is not None:  # the job got as far as a model (also a failed one's peak)
+        from sweep.memory import peak_bytes
+
+        record.memory.peak_bytes, record.memory.peak_source = peak_bytes()
     for tracker in trackers:  # also when _run raised after starting it: the run is marked failed
         with interrupt.deferred():
             record.wandb = tracker.finish(record.to_dict())
@@ -235,10 +268,10 @@ def _run(config: Config, record: Record, ctx: dict[str, Any], trackers: list) ->
     from sweep import preflight, tracking
     from sweep.cache import MODELS
     from sweep.costs import cost_model
-    from sweep.engine import build_request
     from sweep.env import collect_env, setup_compile_cache
     from sweep.models import make_mesh
     from sweep.phases import run_phase
+    from sweep.request import build_request
 
     job_num = ctx.get("job_num")
     problem = parallel_launcher_problem(ctx.get("launcher"), config.topology)
@@ -251,23 +284,31 @@ def _run(config: Config, record: Record, ctx: dict[str, Any], trackers: list) ->
     setup_compile_cache(config.compile_cache_dir)
     distributed.initialize(config.topology)  # multi-host: join before any device use
     record.env = collect_env()
-    reason = preflight.fit_problem(config) or preflight.topology_mismatch(
+    # How many jobs ran at once on this host (a parallel launcher shares its CPUs/memory).
+    record.env["concurrent_jobs"] = progress.concurrent_jobs(
+        ctx.get("launcher"), progress.sweep_total() if ctx.get("sweep_dir") else 1
+    )
+    # The prompt and the KV cache it needs, from the module and tokenizer alone: a prompt +
+    # tokens that cannot fit an explicit engine.cache_length fails here, before any weight.
+    request = build_request(config, MODELS.spec(config.model), image)
+    reason = preflight.fit_problem(config, request.cache_length) or preflight.topology_mismatch(
         config.topology, record.env
     )
     if reason:
         raise SkipJob(reason)
-    # Sized against the KV cache from the module and tokenizer alone: a prompt + tokens that
-    # cannot fit fails here, not after the weights are built.
-    request = build_request(config, MODELS.spec(config.model), image)
 
     hooks.fire("load", record, job_num)
+    what = _model_step(config)
+    log.info("[job %s] model: %s ...", job_num, what)
     t0 = time.perf_counter()
     model, model_reused = MODELS.model(
         config.model, seed=config.seed, quant=config.quant, mesh=make_mesh(config.topology)
     )
     load_s = time.perf_counter() - t0
+    done = "held from the previous job (reused)" if model_reused else f"{what}: done"
+    log.info("[job %s] model: %s in %.1f s", job_num, done, load_s)
     engine, engine_reused = MODELS.engine(
-        config.engine.name, model, cache_length=config.engine.cache_length
+        config.engine.name, model, cache_length=request.cache_length
     )
     cost = cost_model(model, config.topology, record.env)
     record.model = ModelInfo(
@@ -278,8 +319,13 @@ def _run(config: Config, record: Record, ctx: dict[str, Any], trackers: list) ->
         reused=model_reused,
         load_s=load_s,
     )
-    record.engine = EngineInfo(name=engine.name, reused=engine_reused)
+    record.engine = EngineInfo(
+        name=engine.name, reused=engine_reused, cache_length=request.cache_length
+    )
     record.cost_model = None if cost is None else dataclasses.asdict(cost)
+    record.memory = MemoryInfo(
+        weight_bytes=model.param_bytes, kv_cache_bytes=engine.kv_cache_bytes(request.batch_size)
+    )
 
     view = record.to_dict()
     tracker = tracking.start(config, view, ctx)
@@ -287,16 +333,23 @@ def _run(config: Config, record: Record, ctx: dict[str, Any], trackers: list) ->
     trackers.append(tracker)
     for phase in PHASES:
         runs = getattr(config.runs, phase)
-        log.info("[job %s] %s: %d run(s)", job_num, phase, runs)
         hooks.fire(phase, record, job_num)
-        block, last = run_phase(
-            phase, engine, request, runs=runs, cost=cost, on_run=tracker.log_run
-        )
+        what = f"{phase}: {runs} run(s)"
+        if phase == "warmup":
+            what += " (compiles prefill and decode on first use)"
+        with progress.step(job_num, what):
+            block, last = run_phase(
+                phase, engine, request, runs=runs, cost=cost, on_run=tracker.log_run
+            )
         record.phases[phase] = block
+        if phase == "benchmark" and config.profile:  # untimed, between two timed phases
+            record.profile = _profile(engine, request, Path(ctx["job_dir"] or "."), job_num)
         if phase == "final":
             record.generated_text = last.texts[0]
             record.generated_texts = list(last.texts)
             record.generated_token_ids = last.token_ids.tolist()
+    # After every timed phase: lowering again is served from JAX's caches (no compile).
+    _program_memory(engine, request, record.memory)
     for phase in ("benchmark", "final"):
         compiles = record.phases[phase].compiles
         if compiles:
@@ -304,6 +357,55 @@ def _run(config: Config, record: Record, ctx: dict[str, Any], trackers: list) ->
                 f"{compiles} compile(s) during the {phase} phase: its timings include "
                 "compilation (the engine recompiled for an input it had already seen)"
             )
+
+
+def _profile(engine, request, job_dir: Path, job_num) -> ProfileInfo | None:
+    """One untimed request under `jax.profiler.trace`, into `<job dir>/profile`. A profiler
+    that fails costs the trace, not the job's figures (a warning, and no profile block)."""
+    import jax
+
+    from sweep.phases import compile_monitor
+
+    trace_dir = job_dir / "profile"
+    log.info("[job %s] profile: 1 untimed run traced into %s", job_num, trace_dir)
+    try:
+        trace = jax.profiler.trace(str(trace_dir), create_perfetto_trace=True)
+        with compile_monitor.watch() as stats, trace:
+            engine.generate(request)
+    except Exception as exc:
+        log.warning("[job %s] profiling failed (%s: %s)", job_num, type(exc).__name__, exc)
+        return None
+    if stats.compiles:
+        log.warning("[job %s] the profiled run compiled %d time(s)", job_num, stats.compiles)
+    files = sorted(p.relative_to(trace_dir).as_posix() for p in trace_dir.rglob("*") if p.is_file())
+    return ProfileInfo(dir=str(trace_dir), files=files)
+
+
+def _program_memory(engine, request, memory: MemoryInfo) -> None:
+    """`memory.programs` from the engine's compiled programs, or why there are none."""
+    from sweep.memory import programs_reason
+
+    if not hasattr(engine, "program_memory"):
+        memory.programs_reason = programs_reason(engine)
+        return
+    try:
+        programs = engine.program_memory(request)
+    except Exception as exc:  # the figures are diagnostics: never fail a measured job
+        log.warning("memory analysis failed (%s: %s)", type(exc).__name__, exc)
+        memory.programs_reason = f"memory_analysis failed: {type(exc).__name__}: {exc}"
+        return
+    missing = [name for name, figures in programs.items() if figures is None]
+    memory.programs = programs
+    if missing:
+        memory.programs_reason = f"the backend gives no memory_analysis for {', '.join(missing)}"
+
+
+def _model_step(config: Config) -> str:
+    """What building the job's model does, for its progress line."""
+    name = f"model={config.model.name}"
+    if config.model.checkpoint:
+        return f"loading the checkpoint {config.model.checkpoint} of {name}"
+    return f"building random-init params of {name} (seed {config.seed})"
 
 
 def identity(config_dict: dict[str, Any]) -> dict[str, Any]:

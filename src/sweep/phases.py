@@ -16,9 +16,10 @@ from typing import Any
 
 from sweep import programs
 from sweep.costs import CostModel
-from sweep.engine import Engine, Generation, Request
+from sweep.engine import Engine, Generation
 from sweep.metrics import run_metrics, summarize
 from sweep.record import PhaseBlock
+from sweep.request import Request
 
 log = logging.getLogger("sweep")
 

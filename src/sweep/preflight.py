@@ -6,7 +6,6 @@ import os
 from pathlib import Path
 from typing import Any
 
-import jax
 import numpy as np
 
 from sweep.config import Config, ConfigError, TopologyConfig
@@ -183,12 +182,27 @@ def gib(n: float) -> str:
     return f"{n / 2**30:.1f} GiB"
 
 
-def fit_problem(config: Config) -> str | None:
+def resolved_cache_length(config: Config) -> int:
+    """The KV cache length a job of `config` runs with: `engine.cache_length`, or when it is
+    null the auto length for its request (`request.build_request`: tokenizer only, no weights).
+    An explicit length too small for the request is refused by `build_request`, not here."""
+    if config.engine.cache_length is not None:
+        return config.engine.cache_length
+    from sweep.cache import MODELS
+    from sweep.request import build_request
+
+    return build_request(config, MODELS.spec(config.model), None).cache_length
+
+
+def fit_problem(config: Config, cache_length: int | None = None) -> str | None:
     """Why the weights + KV cache cannot fit the topology's memory, or None.
 
-    Pure shape arithmetic (`jax.eval_shape`): no memory is allocated, no device is touched.
+    The KV cache is `cache_length` positions long (the request's, `Request.cache_length`;
+    None: `resolved_cache_length(config)`). Pure shape arithmetic (sweep/memory.py): no
+    memory is allocated, no device is touched.
     """
-    from sweep.models import dtype_bits, module_for, param_shapes, tree_bytes
+    from sweep.memory import kv_cache_bytes, weight_bytes
+    from sweep.models import module_for
 
     topo = config.topology
     if topo.platform == "cpu":
@@ -200,27 +214,21 @@ def fit_problem(config: Config) -> str | None:
         where = f"HBM on topology={topo.name} ({chips} x {gib(per_chip or 0)})"
     if not per_chip:
         return None
-    module = module_for(config.model)
-    shapes = param_shapes(module, dtype=config.model.dtype)
-    weights = tree_bytes(shapes)
-    if config.quant != "none":  # matmul kernels shrink; embeddings and norms stay
-        embed = tree_bytes(shapes["embedder"])
-        bits = {"int8": 8, "int4": 4}[config.quant]
-        weights = embed + (weights - embed) * bits // dtype_bits(config.model.dtype)
-    cache = jax.eval_shape(
-        lambda: module.config.init_cache(
-            batch_size=config.batch_size,
-            dtype=config.model.dtype,
-            cache_length=config.engine.cache_length,
-        )
+    # The same figures the record's memory block holds (sweep/memory.py).
+    weights = weight_bytes(config.model, config.quant)
+    cache_length = cache_length or resolved_cache_length(config)
+    kv = kv_cache_bytes(
+        module_for(config.model),
+        batch_size=config.batch_size,
+        cache_length=cache_length,
+        dtype=config.model.dtype,
     )
-    kv = tree_bytes(cache)
     capacity = per_chip * chips
     usable = 0.9 * capacity  # XLA needs working space beyond weights and cache
     if weights + kv > usable:
         return (
             f"model={config.model.name} needs {gib(weights)} of weights + {gib(kv)} of KV "
-            f"cache (batch {config.batch_size} x {config.engine.cache_length} positions) = "
+            f"cache (batch {config.batch_size} x {cache_length} positions) = "
             f"{gib(weights + kv)}, more than 90% of the {gib(capacity)} of {where}"
         )
     return None

@@ -139,14 +139,25 @@ class StoredProgram:
             _toolchain_key()
 
     def __call__(self, *args):
+        return self._program(args)(*args)
+
+    def _program(self, args) -> Callable:
+        """The jitted program that serves `args`: plain jit, or the stored program's."""
         directory = None if self._broken else programs_dir()
         if directory is None:
-            return self._plain(*args)
+            return self._plain
         key = _call_key(args)
         program = self._by_call.get(key)
         if program is None:
             program = self._by_call[key] = self._load_or_export(directory, args, key)
-        return program(*args)
+        return program
+
+    def compiled(self, *args) -> jax.stages.Compiled:
+        """The program compiled for `args` (the very arrays a call would get), without running
+        it: e.g. its `memory_analysis()`. After a call with arguments like these, JAX serves it
+        from its caches (no compile event); otherwise it compiles, so call it outside any timed
+        phase. Donated arguments are not consumed."""
+        return self._program(args).lower(*args).compile()
 
     def path_for(self, directory: Path, sig: tuple) -> Path:
         key = "\n".join((_toolchain_key(), self._code, self._static_key, *sig))

@@ -37,7 +37,16 @@ REQUIRED_KEYS = (
 )
 # Config keys that do not change what is measured: left out of the run identity
 # (`merge_on_end`: what older records call `merge.on_end`, so their keys stay the same).
-NON_IDENTITY_KEYS = ("wandb", "compile_cache_dir", "merge", "merge_on_end", "resume", "isolate")
+NON_IDENTITY_KEYS = (
+    "wandb",
+    "compile_cache_dir",
+    "merge",
+    "merge_on_end",
+    "resume",
+    "isolate",
+    "dry_run",
+    "profile",
+)
 
 
 class RecordError(ValueError):
@@ -101,6 +110,9 @@ class ModelInfo:
 class EngineInfo:
     name: str
     reused: bool
+    # The KV cache length the engine ran with (`engine.cache_length`, or the auto length when
+    # that is null); absent in older records.
+    cache_length: int | None = None
 
 
 @dataclasses.dataclass(kw_only=True)
@@ -136,6 +148,31 @@ class CrashInfo:
     output: list[str]  # its last lines of output
 
 
+@dataclasses.dataclass(kw_only=True)
+class MemoryInfo:
+    """What the job's memory went to (sweep/memory.py). Every field may be null (older records,
+    a job that ended before the figure was known)."""
+
+    # The process's peak so far (every job it ran): the devices' allocator peak ("device") or,
+    # where the backend keeps none (CPU), the process's peak RSS ("process_rss").
+    peak_bytes: int | None = None
+    peak_source: str | None = None  # "device" | "process_rss"
+    weight_bytes: int | None = None  # the params on the devices (model.param_bytes)
+    kv_cache_bytes: int | None = None  # batch x the engine's cache length, every layer's K/V
+    # {"prefill": {temp_bytes, argument_bytes, output_bytes, alias_bytes,
+    # generated_code_bytes}, "decode": {...}} from XLA's memory_analysis(); null with a reason.
+    programs: dict[str, Any] | None = None
+    programs_reason: str | None = None
+
+
+@dataclasses.dataclass(kw_only=True)
+class ProfileInfo:
+    """The `profile=true` trace: one untimed request under `jax.profiler.trace`."""
+
+    dir: str  # <job dir>/profile (`tensorboard --logdir` it)
+    files: list[str] = dataclasses.field(default_factory=list)  # .xplane.pb, perfetto json...
+
+
 def _not_started() -> dict[str, Any]:
     return {"mode": None, "run_id": None, "path": None, "status": "not started"}
 
@@ -167,6 +204,8 @@ class Record:
     process_peak_rss_bytes: int | None = None
     isolate: IsolateInfo | None = None
     crash: CrashInfo | None = None
+    memory: MemoryInfo | None = None
+    profile: ProfileInfo | None = None
 
     @property
     def ok(self) -> bool:
@@ -208,6 +247,8 @@ _NESTED = {
     "engine": EngineInfo,
     "isolate": IsolateInfo,
     "crash": CrashInfo,
+    "memory": MemoryInfo,
+    "profile": ProfileInfo,
 }
 
 

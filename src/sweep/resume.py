@@ -235,6 +235,41 @@ def override_values(override: Any) -> list[Any] | None:
     return [value]
 
 
+def sweep_jobs(overrides: list[str]) -> list[list[str]] | None:
+    """Each job's overrides as Hydra's basic sweeper expands `overrides` (the sweeper's
+    `params` first, then the command line's): the product of every sweep's values, in the
+    order Hydra runs them; a key given twice keeps its first place and its last value. None
+    when a value list cannot be expanded (an `interval()`, a range too long, a parse error)."""
+    from hydra.core.override_parser.types import Glob
+
+    by_key: dict[str, list[str]] = {}
+    for text in overrides:
+        override = parse_override(text)
+        if override is None:
+            return None
+        key = override.get_key_element()
+        if not override.is_sweep_override():
+            by_key[key] = [f"{key}={override.get_value_element_as_str()}"]
+            continue
+        if isinstance(override.value(), Glob):  # needs the config loader: list conf/<group>
+            values = override_values(override)
+            if values is None:
+                return None
+            by_key[key] = [f"{key}={v}" for v in values]
+            continue
+        if not override.is_discrete_sweep():
+            return None
+        try:
+            values = override.sweep_string_iterator()
+            strings = list(itertools.islice(values, _MAX_SWEEP_VALUES + 1))
+        except Exception:
+            return None
+        if len(strings) > _MAX_SWEEP_VALUES:
+            return None
+        by_key[key] = [f"{key}={v}" for v in strings]
+    return [list(job) for job in itertools.product(*by_key.values())]
+
+
 def canonical(text: str) -> str:
     """One spelling per meaning, for comparing two sweeps' overrides: `mode='text'` reads as
     `mode=text`, and `tokens=4,8`, `tokens=choice(4,8)` and `tokens=range(4,9,4)` read the same

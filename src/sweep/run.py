@@ -42,6 +42,9 @@ def main() -> int:
     # A full disk must not bury its one message under a logging traceback per log line.
     logging.raiseExceptions = False
     # resume=true without an output dir: continue the latest earlier run of this command.
+    shown = _show_multirun(sys.argv)
+    if shown is not None:  # `-m` with --cfg/--info: Hydra shows configs, runs no job
+        return shown
     resume.announce(resume.redirect_argv(sys.argv))
     interrupt.install()  # SIGTERM/SIGINT: the running job records itself; a second one exits
     try:
@@ -65,6 +68,39 @@ def main() -> int:
     not_ok = _print_not_ok(callbacks.SWEEP_RESULTS or JOB_RESULTS)
     # Skipped jobs (cannot run on this machine, by design) are listed but are not failures.
     return 1 if any(r.status != "skipped" for r in not_ok) else 0
+
+
+def _show_multirun(argv: list[str]) -> int | None:
+    """`-m` with `--cfg`/`--info`/`--shell-completion`, which Hydra refuses together (a
+    traceback): show what Hydra shows for each job of the sweep (`--cfg`; `--info`: the first
+    job only), without running any. None when `argv` asks for something else."""
+    from hydra._internal.utils import get_args_parser
+
+    try:
+        args = get_args_parser().parse_args(argv[1:])
+    except SystemExit:  # a usage error: Hydra itself says what is wrong
+        return None
+    if not args.multirun or not (args.cfg or args.info is not None or args.shell_completion):
+        return None
+    overrides = list(args.overrides)
+    flags = [a for a in argv[1:] if a not in ("-m", "--multirun")]
+    for override in overrides:
+        flags.remove(override)
+    jobs = resume.sweep_jobs(overrides) or [overrides]
+    what = "the config of each" if args.cfg else "shown for the first"
+    print(f"# -m: {what} of the sweep's {len(jobs)} job(s); no job runs", flush=True)
+    if not args.cfg:
+        jobs = jobs[:1]
+    saved = sys.argv
+    try:
+        for num, job in enumerate(jobs):
+            if len(jobs) > 1:
+                print(f"# job {num}: {' '.join(job) or '(defaults)'}", flush=True)
+            sys.argv = [argv[0], *job, *flags]
+            _hydra_main()
+    finally:
+        sys.argv = saved
+    return 0
 
 
 def _stopped(exc: SweepStopped) -> int:
