@@ -273,7 +273,7 @@ def ordered(jobs: list[Job], *, history: bool) -> list[tuple[Job, dict[str, Any]
 
 def _sort_key(job: Job, row: dict[str, Any]) -> tuple:
     """Inside a date and sweep: model, engine, topology, quant, batch, tokens (numerically),
-    mode, then seed, machine, identity and age."""
+    mode, prompt length, then seed, machine, identity and age."""
     return (
         row["date"],
         row["sweep_dir"] or "",
@@ -284,6 +284,7 @@ def _sort_key(job: Job, row: dict[str, Any]) -> tuple:
         _num(row["batch_size"]),
         _num(row["tokens"]),
         row["mode_label"] or "?",
+        _num(row["prompt_tokens"]),
         _num(row["seed"]),
         row["machine"],
         job.run_key,

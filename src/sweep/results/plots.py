@@ -80,6 +80,7 @@ _TRADEOFF = ("decode_tokens_per_s", "decode_tokens_per_s_per_seq")  # its x and 
 # the points (prompt_tokens follows mode, so it joins the legend only when prompts were swept).
 HUE_CANDIDATES = ("mode_label", "model", "engine", "topology", "quant", "batch_size", "tokens")
 HUE_CANDIDATES += ("prompt_tokens", "machine", "seed")
+IDENTITY_HUES = ("model", "engine", "topology", "quant", "machine")
 _BARE = {"mode", "mode_label"}  # legend shows the value alone
 _SHORT = {"batch_size": "batch", "prompt_tokens": "prompt"}
 
@@ -273,7 +274,12 @@ def auto_hue(rows: pd.DataFrame, x: str) -> list[str]:
             continue
         if frame.groupby([x, *chosen], sort=False)[col].nunique().max() > 1:
             chosen.append(col)
-    return chosen
+    # What was measured (model, engine, ...) is named whenever the plot holds more than one,
+    # even when each x holds only one: lines of two models must not read as one model's.
+    for col in IDENTITY_HUES:
+        if col != x and col in frame.columns and col not in chosen and frame[col].nunique() > 1:
+            chosen.append(col)
+    return [c for c in ("mode", *HUE_CANDIDATES) if c in chosen]
 
 
 def label(value: Any) -> str:

@@ -45,7 +45,16 @@ AVG_METRICS = (
     "decode_tokens_per_s",
     "pre_first_tokens_per_s",
 )
-IDENT = ("Date (UTC)", "Script", "Mode", "TPU", "Model", "Token Count", "Batch Size")
+IDENT = (
+    "Date (UTC)",
+    "Script",
+    "Mode",
+    "TPU",
+    "Model",
+    "Token Count",
+    "Prompt Tokens",
+    "Batch Size",
+)
 # Runs a phase needs before a percentile is shown (the frames keep it from any number).
 MIN_RUNS = {"median": 1, "p90": 10, "p99": 100, "stdev": 1}
 # Baseline for the engine comparison: the seed's per-token loop first, then gemma's sampler.
@@ -154,6 +163,7 @@ def _ident(row: dict[str, Any]) -> list[str]:
         _text(row["topology"]),
         _text(row["model"]),
         fmt(row["tokens"]),
+        fmt(row["prompt_tokens"]),
         fmt(row["batch_size"]),
     ]
 
@@ -219,6 +229,7 @@ def percentile_table(phases: pd.DataFrame) -> Table:
                 fmt(row[f"{metric}_{s}"] if runs >= MIN_RUNS[s] else None)
                 for s in ("median", "p90", "p99", "stdev")
             ]
+        cells.append(fmt(row["prefill_tokens_per_s_median"]))
         rows.append([*cells, _machine(row)])
     return Table(
         "Benchmark Percentiles",
@@ -238,6 +249,7 @@ def percentile_table(phases: pd.DataFrame) -> Table:
             "Decode Tokens/s p90",
             "Decode Tokens/s p99",
             "Decode Tokens/s Stdev",
+            "Prefill Tokens/s p50",
             "Machine",
         ),
         rows,
