@@ -297,3 +297,16 @@ def test_the_bandwidth_probe_is_the_decodes_size_within_bounds():
     assert probe_bytes_for(33_700_000) == 36 * 2**20  # rounded up to whole 4 MiB steps
     assert probe_bytes_for(36 * 2**20) == 36 * 2**20
     assert probe_bytes_for(536_000_000) == PROBE_MAX_BYTES  # 270M: DRAM, not the caches
+
+
+def test_a_derived_split_faster_than_the_hardware_is_noise_not_a_counting_bug():
+    """gemma's Sampler on a loaded machine: the separate 1-token request took nearly as long
+    as the whole one, so the split implies an impossible decode. Null, and the job goes on;
+    the same split measured inside one request is still a counting bug."""
+    kw = dict(total_s=0.1000, first_token_s=0.0999, new_tokens=8, prompt_tokens=5, batch_size=1)
+    slow_link = cost(peak_bytes_per_s=1e9)
+    run = run_metrics(**kw, cost=slow_link, first_token_derived=True)
+    assert run["post_first_s"] is None and run["decode_tokens_per_s"] is None
+    assert run["mbu"] is None and run["tokens_per_s"] > 0
+    with pytest.raises(MetricError, match="mbu"):
+        run_metrics(**kw, cost=slow_link, first_token_derived=False)

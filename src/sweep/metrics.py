@@ -13,7 +13,8 @@ Counting conventions:
   one decode step (new_tokens >= 2) and post_first_s > 0. When the first-token time is derived
   (`first_token_derived`: gemma's Sampler times a separate 1-token request, so post_first_s =
   total_s - first_token_s mixes two requests) they also need at least 2 tokens decoded after
-  the first: with fewer, the split is noise (negative at tokens=1-2).
+  the first: with fewer, the split is noise (negative at tokens=1-2); and a derived split that
+  would put MBU above 100% is noise too (the separate 1-token request ran slow): null.
 - MBU: bytes the decode steps must read (decoder weights once per step + the K/V of every
   position each step attends: prompt_tokens + i on global layers, min(prompt_tokens + i,
   sliding_window) on sliding-window layers, for step i = 1..steps, summed exactly) / the decode
@@ -109,9 +110,22 @@ def run_metrics(
         "mfu": None,
     }
     if cost is not None:
+        if first_token_derived and decodes and _above_peak(cost, run, prompt_tokens, batch_size):
+            # A derived split faster than the hardware allows is the noise of two requests
+            # (the 1-token one ran slow), not a decode time: undefined, like a negative split.
+            for key in ("post_first_s", "decode_tokens_per_s", "decode_tokens_per_s_per_seq"):
+                run[key] = None
         run["mbu"] = decode_mbu(cost, run, prompt_tokens=prompt_tokens, batch_size=batch_size)
         run["mfu"] = prefill_mfu(cost, run, prompt_tokens=prompt_tokens, batch_size=batch_size)
     return run
+
+
+def _above_peak(cost: CostModel, run: dict, prompt_tokens: int, batch_size: int) -> bool:
+    if not cost.peak_bytes_per_s:
+        return False
+    steps = run["new_tokens"] - 1
+    total = decode_bytes(cost, prompt_tokens=prompt_tokens, steps=steps, batch_size=batch_size)
+    return total / run["post_first_s"] / cost.peak_bytes_per_s > 1.0
 
 
 def attended_positions(*, prompt_tokens: int, steps: int, window: int | None = None) -> int:
