@@ -6,10 +6,17 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 SWEEP  ?= tokens=128,256,512,1024 mode=text,image
+ACCEL  ?=
 
 .PHONY: sweep test test-slow lint merge install clean
 
 install: $(STAMP)
+# make install ACCEL=tpu|cuda|cuda12: also the accelerator's JAX plugin (pyproject extras), then
+# fail unless JAX sees that accelerator's devices.
+ifneq ($(ACCEL),)
+	$(PY) -m pip install --quiet -e '.[dev,$(ACCEL)]'
+	$(PY) tools/check_accelerator.py $(ACCEL)
+endif
 
 # Reinstall whenever the pinned dependencies change.
 $(STAMP): pyproject.toml
