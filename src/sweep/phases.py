@@ -18,7 +18,7 @@ from sweep import programs
 from sweep.costs import CostModel
 from sweep.engine import Engine, Generation
 from sweep.metrics import run_metrics, summarize
-from sweep.record import PhaseBlock
+from sweep.record import CompileCounts, PhaseBlock
 from sweep.request import Request
 
 log = logging.getLogger("sweep")
@@ -32,21 +32,11 @@ _CACHE_HIT = "/jax/compilation_cache/cache_hits"
 _CACHE_MISS = "/jax/compilation_cache/cache_misses"
 
 
-@dataclasses.dataclass
-class CompileStats:
-    compiles: int = 0  # backend compiles, including ones served by the persistent cache
-    compile_s: float = 0.0  # tracing + lowering + backend compile
-    cache_hits: int = 0  # persistent XLA cache
-    cache_misses: int = 0
-    program_hits: int = 0  # traced programs loaded from disk (sweep/programs.py)
-    program_misses: int = 0
-
-
 class _CompileMonitor:
     """One process-wide jax.monitoring listener feeding whichever stats are active."""
 
     def __init__(self) -> None:
-        self._active: list[CompileStats] = []
+        self._active: list[CompileCounts] = []
         self._installed = False
 
     def _install(self) -> None:
@@ -79,7 +69,7 @@ class _CompileMonitor:
     def watch(self):
         if not self._installed:
             self._install()
-        stats = CompileStats()
+        stats = CompileCounts()
         self._active.append(stats)
         try:
             yield stats

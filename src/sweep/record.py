@@ -116,17 +116,23 @@ class EngineInfo:
 
 
 @dataclasses.dataclass(kw_only=True)
-class PhaseBlock:
-    """One phase: raw per-run figures, their statistics, and what compiled meanwhile."""
+class CompileCounts:
+    """What compiled while a phase ran (counted from `jax.monitoring` by sweep/phases.py)."""
 
-    runs: list[dict[str, Any]]
-    summary: dict[str, Any]
     compiles: int = 0  # backend compiles, including ones served by the persistent cache
     compile_s: float = 0.0  # tracing + lowering + backend compile
     cache_hits: int = 0  # persistent XLA cache
     cache_misses: int = 0
     program_hits: int = 0  # traced programs loaded from disk (sweep/programs.py)
     program_misses: int = 0
+
+
+@dataclasses.dataclass(kw_only=True)
+class PhaseBlock(CompileCounts):
+    """One phase: raw per-run figures, their statistics, and what compiled meanwhile."""
+
+    runs: list[dict[str, Any]]
+    summary: dict[str, Any]
     wall_s: float = 0.0
 
 
