@@ -147,17 +147,7 @@ def merge(
     store, markdown, plots_dir = Path(store), Path(markdown), Path(plots_dir)
     warn = warn or log_warning
     with contextlib.nullcontext() if check else _locked(store.parent):
-        result = MergeResult()
-        existing, meta, store_skipped = ([], {}, []) if rebuild else read_store(store)
-        for where, why in store_skipped:
-            warn(f"skipped {where}: {why}")
-        incoming, skipped = load_jobs(inputs, warn, exclude=[store])
-        result.skipped = store_skipped + skipped
-        result.files = len(incoming) + len(skipped)
-        up = upsert(existing, incoming)
-        result.added, result.replaced, result.unchanged = up.added, up.replaced, up.unchanged
-        result.history = up.history
-
+        up, meta, result = _gather(inputs, store, rebuild=rebuild, warn=warn)
         everything = ordered(up.jobs, history=True)  # the store's order
         shown = [(job, row) for job, row in everything if not row["superseded"]]
         runs = runs_frame(shown)
@@ -196,6 +186,20 @@ def merge(
     return result
 
 
+def _gather(inputs, store: Path, *, rebuild: bool, warn: Warn):
+    """(the store's jobs upserted with those under `inputs`, the store's meta, a MergeResult
+    with the input counts). Every skipped file or stored record is also one `warn` line."""
+    existing, meta, store_skipped = ([], {}, []) if rebuild else read_store(store)
+    for where, why in store_skipped:
+        warn(f"skipped {where}: {why}")
+    incoming, skipped = load_jobs(inputs, warn, exclude=[store])
+    up = upsert(existing, incoming)
+    result = MergeResult(files=len(incoming) + len(skipped), skipped=store_skipped + skipped)
+    result.added, result.replaced, result.unchanged = up.added, up.replaced, up.unchanged
+    result.history = up.history
+    return up, meta, result
+
+
 def history_markdown(
     inputs: Iterable[str | os.PathLike] = (),
     *,
@@ -209,17 +213,11 @@ def history_markdown(
     ones included (marked in Notes and in the Machine columns). Writes nothing."""
     store, plots_dir = Path(store), Path(plots_dir)
     warn = warn or log_warning
-    existing, _, store_skipped = ([], {}, []) if rebuild else read_store(store)
-    for where, why in store_skipped:
-        warn(f"skipped {where}: {why}")
-    incoming, skipped = load_jobs(inputs, warn, exclude=[store])
-    up = upsert(existing, incoming)
+    up, _, result = _gather(inputs, store, rebuild=rebuild, warn=warn)
     everything = ordered(up.jobs, history=True)
     runs = runs_frame(everything)
     phases = phases_frame(everything, runs)
-    result = MergeResult(files=len(incoming) + len(skipped), skipped=store_skipped + skipped)
-    result.added, result.replaced, result.unchanged = up.added, up.replaced, up.unchanged
-    result.history, result.records, result.rows = up.history, len(everything), len(phases)
+    result.records, result.rows = len(everything), len(phases)
     titles = [(name, spec.title) for name, spec in plot_specs(runs).items()]
     text = render_markdown(
         phases,
