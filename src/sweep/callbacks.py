@@ -34,6 +34,7 @@ from omegaconf import DictConfig
 
 from sweep import outcomes, progress
 from sweep.outcomes import JobResult
+from sweep.progress import get_key
 from sweep.record import PHASE_CACHE_COUNTS, RECORD_NAME, Record, RecordError, load_record
 from sweep.resume import override_values, parse_override
 
@@ -55,9 +56,9 @@ class SweepRefused(BaseException):
 def _local_parallelism(launcher: Any) -> tuple[str, int | None] | None:
     """(launcher name, concurrent jobs or None for "all") when `launcher` runs several jobs at
     once on this host, else None."""
-    target = str(_get(launcher, "_target_") or "")
+    target = str(get_key(launcher, "_target_") or "")
     if "joblib" in target.lower():
-        n_jobs = _get(launcher, "n_jobs")
+        n_jobs = get_key(launcher, "n_jobs")
         n_jobs = 1 if n_jobs is None else int(n_jobs)  # joblib: None means 1
         return None if n_jobs == 1 else ("joblib", None if n_jobs < 0 else n_jobs)
     if "submitit" in target.lower() and "LocalLauncher" in target:
@@ -65,19 +66,10 @@ def _local_parallelism(launcher: Any) -> tuple[str, int | None] | None:
     return None
 
 
-def _get(node: Any, key: str) -> Any:
-    """`key` of a dict, DictConfig or dataclass (None when absent)."""
-    if node is None:
-        return None
-    if hasattr(node, "get"):
-        return node.get(key)
-    return getattr(node, key, None)
-
-
 def parallel_launcher_problem(launcher: Any, topology: Any) -> str | None:
     """Why `launcher` must not run jobs of `topology` on one host (accelerators are held by one
     process at a time), or None. CPU topologies may run in parallel."""
-    platform = str(_get(topology, "platform") or "cpu")
+    platform = str(get_key(topology, "platform") or "cpu")
     found = _local_parallelism(launcher)
     if platform == "cpu" or found is None:
         return None
@@ -85,7 +77,7 @@ def parallel_launcher_problem(launcher: Any, topology: Any) -> str | None:
     at_once = "one job per CPU" if n is None else f"{n} jobs"
     return (
         f"hydra/launcher={name} runs {at_once} at once on this host, but "
-        f"topology={_get(topology, 'name')} uses its {platform} chips, which one process holds "
+        f"topology={get_key(topology, 'name')} uses its {platform} chips, which one process holds "
         "exclusively (chips are exclusive: a second process cannot open a TPU, and on GPU each "
         "process preallocates most of the memory). Use the default basic launcher (drop "
         "hydra/launcher=...) or hydra.launcher.n_jobs=1; to spread jobs over several machines "
@@ -365,7 +357,7 @@ class SweepCallback(Callback):
             problem = parallel_launcher_problem(launcher, topology)
             if problem:
                 raise SweepRefused(problem)
-        multi_host = any((_get(t, "num_hosts") or 1) > 1 for t in topologies)
+        multi_host = any((get_key(t, "num_hosts") or 1) > 1 for t in topologies)
         _HELD = lock_sweep_dir(Path(config.hydra.sweep.dir), multi_host=multi_host)
         ACTIVE_SWEEP.clear()
         ACTIVE_SWEEP.update(

@@ -25,7 +25,9 @@ JOB_COUNT_VAR = "SWEEP_JOB_COUNT"
 STARTED_VAR = "SWEEP_STARTED_AT"
 
 
-def _get(node: Any, key: str) -> Any:
+def get_key(node: Any, key: str) -> Any:
+    """`key` of a dict, DictConfig or dataclass (None when absent): launcher and topology
+    configs reach us as any of the three."""
     if node is None:
         return None
     if hasattr(node, "get"):
@@ -38,9 +40,9 @@ def job_count(sweeper: Any, task_overrides: list[str]) -> int | None:
     for another sweeper (Optuna, Ax, ...) or overrides it cannot expand."""
     from sweep.resume import sweep_jobs
 
-    if "BasicSweeper" not in str(_get(sweeper, "_target_") or ""):
+    if "BasicSweeper" not in str(get_key(sweeper, "_target_") or ""):
         return None
-    params = _get(sweeper, "params") or {}
+    params = get_key(sweeper, "params") or {}
     overrides = [f"{key}={value}" for key, value in params.items()]
     jobs = sweep_jobs([*overrides, *(str(o) for o in task_overrides)])
     return None if jobs is None else len(jobs)
@@ -80,17 +82,17 @@ def concurrent_jobs(launcher: Any, total: int | None = None) -> int | None:
     once on one host: 1 for the basic launcher (and a single run), joblib's `n_jobs` (-1 = the
     CPU count, -2 = all but one...), submitit's local `array_parallelism`; at most the sweep's
     `total` jobs. None where the launcher config does not say (Ray, Slurm)."""
-    target = str(_get(launcher, "_target_") or "")
+    target = str(get_key(launcher, "_target_") or "")
     if launcher is None or not target or "BasicLauncher" in target:
         return 1
     n: int | None = None
     if "joblib" in target.lower():
-        n_jobs = _get(launcher, "n_jobs")
+        n_jobs = get_key(launcher, "n_jobs")
         n = 1 if n_jobs is None else int(n_jobs)  # joblib: None means 1
         if n < 0:
             n = max(1, (os.cpu_count() or 1) + 1 + n)
     elif "submitit" in target.lower() and "LocalLauncher" in target:
-        n = int(_get(launcher, "array_parallelism") or 256)  # submitit's default
+        n = int(get_key(launcher, "array_parallelism") or 256)  # submitit's default
     if n is None:
         return None
     return min(n, total) if total else n
