@@ -244,9 +244,7 @@ def execute(cfg: DictConfig, record: Record, ctx: dict[str, Any]) -> BaseExcepti
     record.wall_s = time.perf_counter() - started
     record.process_peak_rss_bytes = memory.peak_rss_bytes()
     if record.memory is not None:  # the job got as far as a model (also a failed one's peak)
-        from sweep.memory import peak_bytes
-
-        record.memory.peak_bytes, record.memory.peak_source = peak_bytes()
+        record.memory.peak_bytes, record.memory.peak_source = memory.peak_bytes()
     for tracker in trackers:  # also when _run raised after starting it: the run is marked failed
         with interrupt.deferred():
             record.wandb = tracker.finish(record.to_dict())
