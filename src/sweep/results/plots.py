@@ -120,7 +120,6 @@ class PlotSpec:
     legend_title: str = ""
     note: str = SPREAD
     empty: str = "no data"
-    note_room: bool = True  # keep the bottom edge for the note (report.plot_png's did not)
     style: int = STYLE
 
     def data(self) -> dict[str, Any]:
@@ -564,5 +563,5 @@ def _draw(spec: PlotSpec) -> Figure:
     if not single or many:
         fig.suptitle(spec.title)
     fig.text(0.99, 0.01, spec.note, ha="right", va="bottom", fontsize=8)
-    fig.tight_layout(rect=(0, 0.2 / figsize[1] if spec.note_room else 0, 1, 1))
+    fig.tight_layout(rect=(0, 0.2 / figsize[1], 1, 1))  # room for the note at the bottom
     return fig
