@@ -9,6 +9,7 @@ before any model is built.
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -165,13 +166,21 @@ class WandbConfig:
     # null = the sweep's id (its output dir name), so a sweep's jobs group together.
     group: str | None = None
     tags: list[str] = field(default_factory=list)
-    # auto: WANDB_MODE if set; else online when an API key is configured, else offline.
+    # auto: WANDB_MODE if set; else online when an API key is configured, else offline;
+    # disabled where the wandb package is not installed (bare accelerator images).
     mode: str = "auto"
     init_timeout: float = 10.0
     finish_timeout: float = 30.0
 
     def __post_init__(self) -> None:
         _check_choice("wandb.mode", self.mode, WANDB_MODES)
+        if self.mode in ("online", "offline") and importlib.util.find_spec("wandb") is None:
+            raise ConfigError(
+                "wandb.mode",
+                self.mode,
+                "the wandb package is not installed here: use disabled or auto (auto disables "
+                "tracking where wandb is missing), or install wandb",
+            )
         _check_min("wandb.init_timeout", self.init_timeout, 0.1)
         _check_min("wandb.finish_timeout", self.finish_timeout, 0.1)
 

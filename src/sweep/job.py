@@ -225,7 +225,7 @@ def execute(cfg: DictConfig, record: Record, ctx: dict[str, Any]) -> BaseExcepti
     interrupted: BaseException | None = None
     try:
         config = validate(cfg)
-        if "gemma.gm" in sys.modules:
+        if "kauldron.typing" in sys.modules:
             import_model_library()
         else:  # the first job of a process: ~10 s of imports (gemma, JAX, kauldron)
             with progress.step(ctx.get("job_num"), "importing gemma and JAX"):
@@ -257,7 +257,9 @@ def import_model_library() -> None:
     messages): imported from inside `_run`, that frame's locals, the first job's model and
     engine, could never be freed, and the process would hold two models from the second
     model on."""
-    from gemma import gm  # noqa: F401
+    from sweep.gemma_lib import import_gemma
+
+    import_gemma()  # also where tensorflow is absent (bare accelerator images)
     from kauldron.konfig import default_values  # noqa: F401  (imported lazily otherwise)
 
 

@@ -9,6 +9,7 @@ else loaded from a local orbax checkpoint.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from sweep.config import ConfigError, ModelConfig
+from sweep.gemma_lib import import_gemma
 from sweep.tokenizer import local_tokenizer_path
 
 # Greedy decoding with these forbidden forces exactly `tokens` new tokens.
@@ -92,6 +94,7 @@ def make_mesh(topology):
 
 
 def _tiny_module():
+    import_gemma()
     from gemma import gm
     from gemma.gm.nn.vision import _vision, _vision_utils
 
@@ -130,6 +133,7 @@ def module_for(cfg: ModelConfig):
     """The flax module for `cfg` (cheap: no params)."""
     if cfg.arch == "tiny":
         return _tiny_module()
+    import_gemma()
     from gemma import gm
 
     cls = getattr(gm.nn, cfg.arch)
@@ -326,21 +330,24 @@ _FILL_SLICE = 1 << 24  # elements of float32 scratch per slice (64 MiB)
 def random_params(model, *, seed: int, dtype, mesh=None) -> Any:
     """Random params with the model's real shapes, without materialising them twice.
 
-    `jax.eval_shape` gives the tree of shapes at no cost; each leaf is then filled on the host
-    in slices (numpy, so no XLA compile; float32 only one slice at a time) and moved to the
-    device. Norm scales are neutral, biases zero, weights N(0, 0.02): activations stay finite
-    at any depth.
+    Norm scales are neutral, biases zero, weights N(0, 0.02): activations stay finite at any
+    depth. On a CPU each leaf is filled on the host in slices (numpy: no XLA compile, float32
+    only one slice at a time); on an accelerator each leaf is drawn on the device itself
+    (`_device_fill`: a 12B model's host fill would take minutes of one CPU core).
     """
     shapes = param_shapes(model)
-    rng = np.random.default_rng(seed)
     np_dtype = np.dtype(dtype)
+    device = mesh.devices.flat[0] if mesh is not None else jax.devices()[0]
+    if device.platform != "cpu":
+        return _device_fill(shapes, seed=seed, dtype=jnp.dtype(dtype), mesh=mesh)
+    rng = np.random.default_rng(seed)
 
     def fill(path, leaf):
-        name = jax.tree_util.keystr(path)
-        if name.endswith("['scale']") and "siglip_encoder" in name:
-            host = np.ones(leaf.shape, np_dtype)  # flax LayerNorm: y = x_hat * scale
-        elif name.endswith("['scale']") or name.endswith("['bias']"):
-            host = np.zeros(leaf.shape, np_dtype)  # gemma RMSNorm: y = x_hat * (1 + scale)
+        kind = _leaf_kind(path)
+        if kind == "ones":
+            host = np.ones(leaf.shape, np_dtype)
+        elif kind == "zeros":
+            host = np.zeros(leaf.shape, np_dtype)
         else:
             host = np.empty(leaf.shape, np_dtype)
             flat = host.reshape(-1)
@@ -350,3 +357,36 @@ def random_params(model, *, seed: int, dtype, mesh=None) -> Any:
         return jax.device_put(host, None if mesh is None else param_sharding(host.shape, mesh))
 
     return jax.tree_util.tree_map_with_path(fill, shapes)
+
+
+def _leaf_kind(path) -> str:
+    name = jax.tree_util.keystr(path)
+    if name.endswith("['scale']") and "siglip_encoder" in name:
+        return "ones"  # flax LayerNorm: y = x_hat * scale
+    if name.endswith("['scale']") or name.endswith("['bias']"):
+        return "zeros"  # gemma RMSNorm: y = x_hat * (1 + scale)
+    return "normal"
+
+
+@functools.cache
+def _fill_program(kind: str, shape: tuple[int, ...], dtype, sharding):
+    """One jitted fill per (kind, shape, dtype, sharding): a model's layers share a few shapes,
+    so a 48-layer model compiles about a dozen small programs."""
+
+    def fill(key):
+        if kind == "normal":
+            return jax.random.normal(key, shape, jnp.float32).astype(dtype) * 0.02
+        return (jnp.ones if kind == "ones" else jnp.zeros)(shape, dtype)
+
+    return jax.jit(fill, out_shardings=sharding)
+
+
+def _device_fill(shapes: Any, *, seed: int, dtype, mesh) -> Any:
+    root = jax.random.key(seed)
+    flat, treedef = jax.tree_util.tree_flatten_with_path(shapes)
+    leaves = []
+    for index, (path, leaf) in enumerate(flat):
+        sharding = None if mesh is None else param_sharding(leaf.shape, mesh)
+        program = _fill_program(_leaf_kind(path), tuple(leaf.shape), dtype, sharding)
+        leaves.append(program(jax.random.fold_in(root, index)))
+    return jax.tree_util.tree_unflatten(treedef, leaves)

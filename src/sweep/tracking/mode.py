@@ -1,16 +1,18 @@
 """Which wandb mode a run gets, decided before any wandb call: never a prompt, never a hang.
 
-`wandb.mode`: `online` / `offline` / `disabled` are taken as given; `auto` respects
-`WANDB_MODE` (and `WANDB_DISABLED`) when set, else goes online when an API key is configured
-(`WANDB_API_KEY`, an identity token file, a netrc entry for the server, or wandb's settings
-file) and offline otherwise. Online is only tried with a key, after a TCP check of the server
-(`probe`, bounded by `wandb.init_timeout`, DNS included); once an online start fails, every
+`wandb.mode`: `online` / `offline` / `disabled` are taken as given; `auto` is disabled where
+the wandb package is not installed (bare accelerator images), respects `WANDB_MODE` (and
+`WANDB_DISABLED`) when set, else goes online when an API key is configured (`WANDB_API_KEY`,
+an identity token file, a netrc entry for the server, or wandb's settings file) and offline
+otherwise. Online is only tried with a key, after a TCP check of the server (`probe`, bounded
+by `wandb.init_timeout`, DNS included); once an online start fails, every
 later run of this process goes offline (`mark_online_failed`).
 """
 
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import os
 import socket
 import threading
@@ -92,7 +94,9 @@ def resolve_mode(requested: str) -> tuple[str, str, str]:
         return "offline", "offline-fallback", f"unknown wandb.mode={requested!r}"
     if requested == "auto":
         env_mode = os.environ.get("WANDB_MODE", "").strip().lower()
-        if _env_flag("WANDB_DISABLED"):
+        if importlib.util.find_spec("wandb") is None:
+            mode, reason = "disabled", "auto: the wandb package is not installed"
+        elif _env_flag("WANDB_DISABLED"):
             mode, reason = "disabled", "WANDB_DISABLED is set"
         elif env_mode:
             if env_mode not in _ENV_MODES:
