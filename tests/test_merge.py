@@ -69,8 +69,11 @@ def merge_here(cwd: Path, *inputs: Path, **kw) -> results.MergeResult:
 
 
 def table_lines(markdown: str, section: str) -> list[list[str]]:
-    """A section's table (header, rule, rows), each line split into cells."""
-    body = markdown.split(f"\n## {section}\n\n", 1)[1]
+    """A section's (or subsection's) table (header, rule, rows), each line split into cells."""
+    heading = f"\n## {section}\n\n"
+    if heading not in markdown:
+        heading = f"\n### {section}\n\n"
+    body = markdown.split(heading, 1)[1]
     table = body[body.index("| ") :].split("\n\n", 1)[0].splitlines()
     return [[c.strip() for c in line.strip("|").split(" | ")] for line in table]
 

@@ -67,6 +67,13 @@ INFERENCE_NOTE = (
 )
 
 
+def machine_groups(phases: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
+    """(machine label, its rows) per machine, in order of first appearance."""
+    if phases.empty or "machine" not in phases:
+        return []
+    return [(str(m), g) for m, g in phases.groupby("machine", sort=False)]
+
+
 def render_markdown(
     phases: pd.DataFrame,
     *,
@@ -88,7 +95,15 @@ def render_markdown(
         SEED_HEADER,
         SEED_RULE,
     ]
-    lines += markdown_table(SEED_COLUMNS, inference_rows(phases))[2:]
+    # One seed table per machine: the first machine's (in the store's order) under the seed's
+    # heading, every other machine's in its own section named after it (an accelerator's runs
+    # never interleave with a CPU's).
+    by_machine = machine_groups(phases)
+    first, others = (by_machine[0][1], by_machine[1:]) if by_machine else (phases, [])
+    lines += markdown_table(SEED_COLUMNS, inference_rows(first))[2:]
+    for machine, group in others:
+        lines += ["", f"### Inference Runs on {machine}", "", SEED_HEADER, SEED_RULE]
+        lines += markdown_table(SEED_COLUMNS, inference_rows(group))[2:]
     lines += ["", INFERENCE_NOTE]
     for table in extra_tables(phases):
         lines += ["", f"## {table.title}", "", table.intro, ""]
