@@ -15,8 +15,9 @@
 # dir on PYTHONPATH, beside the image's own JAX. wandb stays off (wandb.mode=disabled).
 # Each sweep runs under the plan's deadline (DEADLINE_S, seconds from start): a sweep that
 # would start too late is skipped and one that overruns is interrupted (its finished jobs keep
-# their records). Records land in multirun/device_bench/<stamp>/<sweep>/; the summary table in
-# benchmarks/device_bench.md; with $OUT set (the device tool) a tarball of both goes there too.
+# their records). Records land in multirun/device_bench/<stamp>/<sweep>/ ($DEVICE_BENCH_DIR), the
+# summary in benchmarks/device_bench.md ($DEVICE_BENCH_REPORT); with $OUT set (the device tool)
+# a tarball of both goes there too, and one of the profiles.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 PLAN=${1:-h200}
@@ -76,7 +77,8 @@ SWEEPS=(
 )
 # `one`: a single sweep of the extra overrides alone (an experiment on one shape).
 [ "$PLAN" = one ] && SWEEPS=("one|")
-ROOT=multirun/device_bench/$(date -u +%Y-%m-%d_%H-%M-%S)-$PLAN
+ROOT=${DEVICE_BENCH_DIR:-multirun/device_bench}/$(date -u +%Y-%m-%d_%H-%M-%S)-$PLAN
+REPORT=${DEVICE_BENCH_REPORT:-benchmarks/device_bench.md}
 mkdir -p "$ROOT"
 log() { echo "[device_bench $(( $(date +%s) - START ))s] $*"; }
 
@@ -99,10 +101,10 @@ done
 for trace in "$ROOT"/*/*/profile/plugins/profile/*/perfetto_trace.json.gz; do
   [ -f "$trace" ] && "$PY" tools/trace_summary.py "$trace" | tee "$(dirname "$trace")/summary.md"
 done
-mkdir -p benchmarks
-"$PY" tools/device_report.py "$ROOT" | tee benchmarks/device_bench.md
+mkdir -p "$(dirname "$REPORT")"
+"$PY" tools/device_report.py "$ROOT" | tee "$REPORT"
 if [ -n "${OUT:-}" ]; then  # the device tool brings back files of at most 16 MiB
-  tar -czf "$OUT/device_bench.tgz" --exclude=profile "$ROOT" benchmarks/device_bench.md
+  tar -czf "$OUT/device_bench.tgz" --exclude=profile "$ROOT" "$REPORT"
   tar -czf "$OUT/profile.tgz" --exclude='*.xplane.pb' "$ROOT"/*/*/profile 2>/dev/null
   ls -la "$OUT"
 fi
