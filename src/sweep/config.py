@@ -28,6 +28,10 @@ MODEL_ARCHS = (
     "Gemma3_27B",
     "Gemma4_E2B",
     "Gemma4_E4B",
+    "Gemma4_26B_A4B",
+    "Gemma4_31B",
+    "Gemma3n_E2B",
+    "Gemma3n_E4B",
 )
 DTYPES = ("bfloat16", "float32")
 ENGINES = ("fused", "sampler", "stream")

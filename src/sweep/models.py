@@ -200,18 +200,110 @@ def tree_bytes(tree: Any) -> int:
 
 
 def param_shapes(model, *, dtype=None) -> Any:
-    """The params tree as ShapeDtypeStructs, at no memory cost (`jax.eval_shape`)."""
+    """The params tree as ShapeDtypeStructs, at no memory cost (`jax.eval_shape`).
+
+    `model.init` runs on the dummy inputs of its architecture family (`init_inputs`), so that
+    every encoder it has (vision, and audio for Gemma 4 E2B/E4B) gets its params.
+    """
+    tokens, kwargs = init_inputs(model)
+    shapes = jax.eval_shape(lambda: model.init(jax.random.key(0), tokens=tokens, **kwargs))
+    shapes = shapes["params"]
+    if dtype is not None:
+        shapes = jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, dtype), shapes)
+    return shapes
+
+
+def is_gemma4(model) -> bool:
+    """Whether `model` (a gemma Transformer, or an IntWrapper of one) is a Gemma 4
+    architecture: images as preprocessed patches, its own special tokens and tokenizer."""
+    import_gemma()
+    from gemma.gm.nn.gemma4 import _config as gemma4_config
+
+    return isinstance(model.config, gemma4_config.TransformerConfig)
+
+
+def init_inputs(model) -> tuple[Any, dict[str, Any]]:
+    """(tokens, keyword inputs) that `model.init` initialises every param from.
+
+    Gemma 3 and 3n take raw uint8 images [B, N, H, W, 3] behind a `<start_of_image>` token.
+    Gemma 4 takes `PreprocessedVisionInput` (patches, xy positions, soft tokens per image)
+    and, for E2B/E4B, raw audio: see `_gemma4_init_inputs`.
+    """
+    if is_gemma4(model):
+        return _gemma4_init_inputs(model)
     tokens = jnp.zeros((1, 4), jnp.int32)
     kwargs = {}
     if model.config.vision_encoder is not None:
         enc = model.config.vision_encoder
         tokens = jnp.asarray([[2, 255999, 3, 3]], jnp.int32)
         kwargs["images"] = jnp.zeros((1, 1, enc.image_height, enc.image_width, 3), jnp.uint8)
-    shapes = jax.eval_shape(lambda: model.init(jax.random.key(0), tokens=tokens, **kwargs))
-    shapes = shapes["params"]
-    if dtype is not None:
-        shapes = jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, dtype), shapes)
-    return shapes
+    return tokens, kwargs
+
+
+# Raw audio samples of the dummy clip `init` sees (1 s at gemma's 16 kHz): any length that
+# leaves at least one soft token after the conformer's subsampling.
+_INIT_AUDIO_SAMPLES = 16000
+
+
+def _gemma4_init_inputs(model) -> tuple[Any, dict[str, Any]]:
+    """Gemma 4's dummy inputs, built as `gm.text.Gemma4Sampler` builds real ones.
+
+    Text alone is not enough: without images the model initialises its vision encoder on
+    dummy patches itself, but not `embedder.mm_input_projection` (which only an image reaches),
+    and nothing initialises the audio encoder. So: one blank image through gemma's own
+    preprocessing (`preprocess_and_patchify`) into a `PreprocessedVisionInput`, its
+    `<|image|>` token expanded by `add_variable_extra_tokens_for_images`; and, where the
+    config has an audio encoder, one silent clip whose `<|audio|>` token is expanded to one
+    soft token by `add_variable_extra_tokens_for_audio`.
+    """
+    from gemma import gm
+    from gemma.gm.vision import _token_utils
+
+    special = gm.text.Gemma4Tokenizer.special_tokens
+    config = model.config
+    ids = [int(special.BOS)]
+    kwargs: dict[str, Any] = {}
+    if config.vision_encoder is not None:
+        ids.append(int(special.IMAGE_PLACEHOLDER))
+        kwargs["images"] = gemma4_vision_input(
+            config.vision_encoder, np.zeros((1, 1, 48, 48, 3), np.uint8)
+        )
+    if getattr(config, "audio_encoder", None) is not None:
+        ids.append(int(special.AUDIO_PLACEHOLDER))
+        kwargs["audio"] = jnp.zeros((1, 1, _INIT_AUDIO_SAMPLES), jnp.float32)
+        kwargs["audio_lengths"] = jnp.asarray([[_INIT_AUDIO_SAMPLES]], jnp.int32)
+        kwargs["audio_soft_token_counts"] = (1,)
+    ids.append(3)
+    tokens = np.asarray([ids], np.int32)
+    if "images" in kwargs:
+        counts = list(kwargs["images"].soft_token_counts)
+        tokens = _token_utils.add_variable_extra_tokens_for_images(tokens, soft_token_counts=counts)
+    if "audio" in kwargs:
+        tokens = _token_utils.add_variable_extra_tokens_for_audio(tokens, soft_token_counts=[1])
+    return jnp.asarray(tokens), kwargs
+
+
+def gemma4_vision_input(encoder, images: np.ndarray):
+    """uint8 images [B, N, H, W, 3] as the `PreprocessedVisionInput` a Gemma 4 model takes:
+    gemma's `preprocess_and_patchify` (aspect-preserving resize to the encoder's soft-token
+    budget, patches padded to a common length, xy positions with -1 for padding), laid out as
+    `gm.text.Gemma4Sampler._preprocess_images` does: every image of the batch in one row."""
+    from gemma.gm.nn.gemma4 import _transformer as gemma4_transformer
+    from gemma.gm.nn.gemma4.vision import _preprocessing
+
+    flat = [np.asarray(img) for row in images for img in row]
+    patches, positions_xy, counts = _preprocessing.preprocess_and_patchify(
+        flat,
+        patch_size=encoder.patch_size,
+        max_soft_tokens=encoder.num_mm_tokens_per_image,
+        pooling_kernel_size=encoder.pooling_kernel_size,
+    )
+    n, max_patches = patches.shape[0], patches.shape[1]
+    return gemma4_transformer.PreprocessedVisionInput(
+        patches=jnp.reshape(patches, (1, n * max_patches, patches.shape[2])),
+        positions_xy=jnp.reshape(positions_xy, (1, n * max_patches, positions_xy.shape[2])),
+        soft_token_counts=tuple(int(c) for c in counts),
+    )
 
 
 class CheckpointError(ConfigError):
