@@ -21,6 +21,7 @@ ASSETS_DIR = Path(__file__).parent / "assets"
 
 MODEL_ARCHS = (
     "tiny",
+    "tiny_gemma4",
     "Gemma3_270M",
     "Gemma3_1B",
     "Gemma3_4B",

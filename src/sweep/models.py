@@ -129,10 +129,51 @@ def _tiny_module():
     return gm.nn.Transformer(config=config)
 
 
+def _tiny_gemma4_module():
+    """gemma's own Gemma 4 Transformer at toy size, with the features of E2B/E4B: sliding and
+    global layers (global keys twice as wide), per-layer embeddings, the last half of the
+    layers reading the KV cache of earlier ones, and a tiny patch-based vision encoder (one
+    block, width 32, at most 4 soft tokens an image: 36 patches of 16 px after 3x3 pooling)."""
+    import_gemma()
+    from gemma.gm.nn.gemma4 import _config, _modules, _transformer
+    from gemma.gm.nn.gemma4.vision import _encoder
+
+    local, glob = _modules.AttentionType.LOCAL_SLIDING, _modules.AttentionType.GLOBAL
+    config = _config.TransformerConfig(
+        num_embed=262144,  # the image token ids are fixed (255999, 258880, 258882)
+        embed_dim=64,
+        hidden_dim=256,
+        num_heads=2,
+        head_dim=32,
+        num_kv_heads=1,
+        final_logit_softcap=30.0,
+        use_post_attn_norm=True,
+        use_post_ffw_norm=True,
+        attention_types=_config.make_attention_layers_types((local, glob), num_layers=4),
+        sliding_window_size=64,
+        global_key_size=64,
+        global_rope_proportion=0.25,
+        local_rope_proportion=1.0,
+        local_base_frequency=10_000,
+        global_base_frequency=1_000_000,
+        per_layer_input_dim=8,
+        # Layers 2 and 3 reuse the K/V of layers 0 (sliding) and 1 (global), as E2B's last 20.
+        kv_cache_sharing_config=_config.KVCacheSharingConfig(
+            frac_shared_layers=0.5, share_global=True, share_local=True
+        ),
+        vision_encoder=_encoder.VisionEncoder(
+            d_model=32, num_layers=1, num_heads=2, ffw_hidden=64, output_length=4
+        ),
+    )
+    return _transformer.Transformer(config=config)
+
+
 def module_for(cfg: ModelConfig):
     """The flax module for `cfg` (cheap: no params)."""
     if cfg.arch == "tiny":
         return _tiny_module()
+    if cfg.arch == "tiny_gemma4":
+        return _tiny_gemma4_module()
     import_gemma()
     from gemma import gm
 
@@ -428,14 +469,15 @@ def random_params(model, *, seed: int, dtype, mesh=None) -> Any:
     (`_device_fill`: a 12B model's host fill would take minutes of one CPU core).
     """
     shapes = param_shapes(model)
+    gemma4 = is_gemma4(model)
     np_dtype = np.dtype(dtype)
     device = mesh.devices.flat[0] if mesh is not None else jax.devices()[0]
     if device.platform != "cpu":
-        return _device_fill(shapes, seed=seed, dtype=jnp.dtype(dtype), mesh=mesh)
+        return _device_fill(shapes, seed=seed, dtype=jnp.dtype(dtype), mesh=mesh, gemma4=gemma4)
     rng = np.random.default_rng(seed)
 
     def fill(path, leaf):
-        kind = _leaf_kind(path)
+        kind = _leaf_kind(path, gemma4=gemma4)
         if kind == "ones":
             host = np.ones(leaf.shape, np_dtype)
         elif kind == "zeros":
@@ -451,8 +493,12 @@ def random_params(model, *, seed: int, dtype, mesh=None) -> Any:
     return jax.tree_util.tree_map_with_path(fill, shapes)
 
 
-def _leaf_kind(path) -> str:
+def _leaf_kind(path, *, gemma4: bool = False) -> str:
     name = jax.tree_util.keystr(path)
+    if gemma4 and (name.endswith("['scale']") or name.endswith("['skip_scale']")):
+        # Gemma 4's RMSNorms (text and vision) are y = x_hat * scale, and each block's output
+        # is multiplied by `skip_scale`: zero would silence the whole model.
+        return "ones"
     if name.endswith("['scale']") and "siglip_encoder" in name:
         return "ones"  # flax LayerNorm: y = x_hat * scale
     if name.endswith("['scale']") or name.endswith("['bias']"):
@@ -473,12 +519,13 @@ def _fill_program(kind: str, shape: tuple[int, ...], dtype, sharding):
     return jax.jit(fill, out_shardings=sharding)
 
 
-def _device_fill(shapes: Any, *, seed: int, dtype, mesh) -> Any:
+def _device_fill(shapes: Any, *, seed: int, dtype, mesh, gemma4: bool = False) -> Any:
     root = jax.random.key(seed)
     flat, treedef = jax.tree_util.tree_flatten_with_path(shapes)
     leaves = []
     for index, (path, leaf) in enumerate(flat):
         sharding = None if mesh is None else param_sharding(leaf.shape, mesh)
-        program = _fill_program(_leaf_kind(path), tuple(leaf.shape), dtype, sharding)
+        kind = _leaf_kind(path, gemma4=gemma4)
+        program = _fill_program(kind, tuple(leaf.shape), dtype, sharding)
         leaves.append(program(jax.random.fold_in(root, index)))
     return jax.tree_util.tree_unflatten(treedef, leaves)
