@@ -218,3 +218,17 @@ def test_tiny_gemma4_text_engines_generate_the_same_tokens(tiny_gemma4_f32):
     assert fused.token_ids.tolist() == sampler.token_ids.tolist()
     assert len(set(fused.token_ids[0].tolist())) > 3
     assert fused.prompt_tokens == sampler.prompt_tokens == request.prompt_tokens
+
+
+def test_image_mode_on_gemma4_is_a_clear_config_error():
+    """Until the engines build Gemma 4's image input, image mode stops before any model is
+    built (here: the dry run's sizing), naming the key, the value and the model."""
+    from sweep.cache import MODELS as CACHE
+    from sweep.config import ConfigError
+    from sweep.request import build_request
+
+    config = composed("model=tiny_gemma4", "mode=image")
+    with pytest.raises(ConfigError) as info:
+        build_request(config, CACHE.spec(config.model), None)
+    assert info.value.key == "mode"
+    assert "model=tiny_gemma4" in str(info.value) and "Gemma 4" in str(info.value)

@@ -179,6 +179,17 @@ def build_request(config, model: ModelSpec, image: np.ndarray | None) -> Request
     if config.mode.name == "image":
         if not model.has_vision:
             raise ConfigError("mode", "image", f"model={config.model.name} has no vision encoder")
+        from sweep.models import is_gemma4
+
+        if is_gemma4(model.model):
+            raise ConfigError(
+                "mode",
+                "image",
+                f"not supported yet for the Gemma 4 architecture of model={config.model.name}: "
+                "its images go in as preprocessed patches behind a <|image|> token with a "
+                "per-image soft-token count, which the engines do not build yet; use mode=text "
+                "(image mode works for the Gemma 3 models, e.g. model=tiny)",
+            )
         if image is None:
             image = np.zeros((1, 1, 3), np.uint8)
         images = np.broadcast_to(image, (config.batch_size, 1, *image.shape)).copy()
