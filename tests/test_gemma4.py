@@ -232,3 +232,174 @@ def test_image_mode_on_gemma4_is_a_clear_config_error():
         build_request(config, CACHE.spec(config.model), None)
     assert info.value.key == "mode"
     assert "model=tiny_gemma4" in str(info.value) and "Gemma 4" in str(info.value)
+
+
+# --- What a decode step reads (sweep.costs): encoders, lookup tables, experts, shared K/V ---
+
+
+def _tiny_moe_module(num_experts=8, top_k=2):
+    """A toy Gemma 4 mixture of experts (the 26B A4B's layer: attention, a dense shared `mlp2`
+    and a routed MoE `mlp`), 2 layers of width 64, `num_experts` experts of width 16."""
+    from gemma.gm.nn.gemma4 import _config, _modules, _transformer
+
+    local, glob = _modules.AttentionType.LOCAL_SLIDING, _modules.AttentionType.GLOBAL
+    config = _config.TransformerConfig(
+        num_embed=512,
+        embed_dim=64,
+        hidden_dim=32,
+        num_heads=2,
+        head_dim=32,
+        num_kv_heads=1,
+        final_logit_softcap=30.0,
+        use_post_attn_norm=True,
+        use_post_ffw_norm=True,
+        attention_types=(local, glob),
+        sliding_window_size=64,
+        global_rope_proportion=0.25,
+        local_rope_proportion=1.0,
+        enable_moe=True,
+        num_experts=num_experts,
+        expert_dim=16,
+        top_k_experts=top_k,
+        moe_dense_hidden_dim=32,
+    )
+    return _transformer.Transformer(config=config)
+
+
+class _Topology:
+    platform, num_devices = "gpu", 1
+    peak_hbm_bytes_per_s, peak_bf16_flops = 4.8e12, 9.9e14
+
+
+def _cost(module, shapes, batch_size):
+    """`costs.cost_model` on a params shape tree (no weights, no CPU probe)."""
+    from types import SimpleNamespace
+
+    from sweep.costs import cost_model
+
+    model = SimpleNamespace(model=module, params=shapes, config=module.config)
+    return cost_model(model, _Topology(), {}, batch_size=batch_size)
+
+
+def test_moe_decode_reads_the_shared_weights_and_the_routed_experts():
+    module = _tiny_moe_module(num_experts=8, top_k=2)
+    shapes = param_shapes(module, dtype="bfloat16")
+    # Independently of sweep.costs: a leaf of a layer's `mlp` with one slice per expert
+    # (leading dim 8) is an expert weight; everything else is read whole every step.
+    expert = shared = 0
+    for path, leaf in jax.tree_util.tree_flatten_with_path(shapes)[0]:
+        name = jax.tree_util.keystr(path)
+        if "['mlp']" in name and leaf.shape[0] == 8:
+            expert += 2 * leaf.size
+        else:
+            shared += 2 * leaf.size
+    # 2 layers x (gating 8x2x16x64 + linear 8x16x64 + per-expert scales 8), bf16.
+    assert expert == 2 * 2 * (8 * 2 * 16 * 64 + 8 * 16 * 64 + 8)
+    assert shared > 0
+    total = tree_bytes(shapes)
+    for batch, rule, experts_read in (
+        (1, "moe_top_k", 2),  # exact: top-2 of 8 per layer
+        (2, "moe_upper_bound", 4),
+        (3, "moe_upper_bound", 6),
+        (4, "moe_upper_bound", 8),  # every expert, at most
+        (16, "moe_upper_bound", 8),
+    ):
+        cost = _cost(module, shapes, batch)
+        assert cost.decode_weight_bytes == shared + expert * experts_read // 8, batch
+        assert cost.decode_bytes_rule == rule
+        assert cost.decode_weight_bytes <= total
+    # Prefill: a token goes through the shared matmuls (not the input embedding: a lookup)
+    # and its top-2 experts.
+    embed = shapes["embedder"]["input_embedding"].size
+    shared_params, expert_params = shared // 2, expert // 2
+    flops = 2 * (shared_params - embed + expert_params * 2 // 8)
+    assert _cost(module, shapes, 1).prefill_flops_per_token == flops
+
+
+def test_cost_model_record_round_trip_and_older_records():
+    """The rule travels with the record's cost_model block; a block without it (older
+    records) reads back as "dense"; an unknown rule is a bad record."""
+    import dataclasses
+    import json
+
+    from sweep.record import RecordError
+    from sweep.results.jobs import _cost_model
+
+    module = _tiny_moe_module()
+    cost = _cost(module, param_shapes(module, dtype="bfloat16"), 2)
+    block = json.loads(json.dumps(dataclasses.asdict(cost), allow_nan=False))
+    assert block["decode_bytes_rule"] == "moe_upper_bound"
+    assert _cost_model({"cost_model": block}) == cost
+    old = {k: v for k, v in block.items() if k != "decode_bytes_rule"}
+    assert _cost_model({"cost_model": old}).decode_bytes_rule == "dense"
+    with pytest.raises(RecordError, match="decode_bytes_rule"):
+        _cost_model({"cost_model": block | {"decode_bytes_rule": "guess"}})
+
+
+def test_gemma4_e2b_decode_skips_encoders_and_per_layer_tables():
+    module, shapes = shapes_of("gemma4_e2b")
+    embedder = shapes["embedder"]
+    table = embedder["per_layer_embeddings"]  # (262144, 35, 256)
+    not_read = (
+        tree_bytes(shapes["vision_encoder"])
+        + tree_bytes(shapes["audio_encoder"])
+        + tree_bytes(embedder["mm_input_projection"])
+        + tree_bytes(embedder["audio_input_projection"])
+        + tree_bytes(table)
+    )
+    row = 35 * 256 * 2  # one token's per-layer embeddings, bf16
+    total = tree_bytes(shapes)
+    for batch in (1, 4):
+        cost = _cost(module, shapes, batch)
+        assert cost.decode_weight_bytes == total - not_read + batch * row
+        assert cost.decode_bytes_rule == "dense"
+    # Less than half of main's figure (every param but the vision encoder's: 9.9 GB).
+    assert _cost(module, shapes, 1).decode_weight_bytes < 0.5 * (
+        total - tree_bytes(shapes["vision_encoder"])
+    )
+
+
+@pytest.mark.parametrize("name", ["gemma3_4b", "tiny"])
+def test_gemma3_decode_bytes_are_unchanged(name):
+    """Gemma 3 keeps main's figures: every param but the vision encoder's, read per step;
+    prefill through every decoder param but the input embedding; K/V of every layer."""
+    module, shapes = shapes_of(name)
+    vision = shapes.get("vision_encoder", {})
+    for batch in (1, 8):
+        cost = _cost(module, shapes, batch)
+        assert cost.decode_weight_bytes == tree_bytes(shapes) - tree_bytes(vision)
+        assert cost.decode_bytes_rule == "dense"
+    params = sum(x.size for x in jax.tree.leaves(shapes))
+    matmul = params - sum(x.size for x in jax.tree.leaves(vision))
+    matmul -= shapes["embedder"]["input_embedding"].size
+    assert cost.prefill_flops_per_token == 2 * matmul
+    if name in KV_BYTES_PER_POSITION:
+        kv = cost.kv_bytes_per_position_global + cost.kv_bytes_per_position_local
+        assert kv == KV_BYTES_PER_POSITION[name]
+
+
+@pytest.mark.parametrize(
+    ("name", "layers", "kv_global", "kv_local"),
+    [
+        # Layers 2-3 attend to layers 0-1's K/V: one sliding (1 x 32) and one global (1 x 64).
+        ("tiny_gemma4", 4, 2 * 2 * 64, 2 * 2 * 32),
+        # The last 20 of 35 layers share: 15 own K/V, 12 sliding (1 x 256), 3 global (1 x 512).
+        ("gemma4_e2b", 35, 2 * 2 * 3 * 512, 2 * 2 * 12 * 256),
+    ],
+)
+def test_kv_bytes_per_position_count_shared_kv_once(name, layers, kv_global, kv_local):
+    """gemma's `init_cache` still allocates K/V for the layers that reuse an earlier layer's
+    (so the memory figures keep them), but a decode step reads each position once: the cost
+    model counts the owners only."""
+    module, shapes = shapes_of(name)
+    cache = jax.eval_shape(
+        lambda: module.config.init_cache(batch_size=1, dtype="bfloat16", cache_length=1)
+    )
+    assert len(cache) == layers  # not omitted by gemma
+    cost = _cost(module, shapes, 1)
+    assert (cost.kv_bytes_per_position_global, cost.kv_bytes_per_position_local) == (
+        kv_global,
+        kv_local,
+    )
+    allocated = sum(layer[k].size * 2 for layer in cache.values() for k in ("k", "v"))
+    assert kv_global + kv_local < allocated

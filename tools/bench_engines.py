@@ -174,7 +174,7 @@ def main(argv=None) -> int:
     model = build_model(config.model, seed=config.seed)
     load_s = time.perf_counter() - t0
     request = build_request(config, model, None)
-    cost = cost_model(model, config.topology, env)
+    cost = cost_model(model, config.topology, env, batch_size=config.batch_size)
     if config.topology.platform == "cpu":
         # The sweep's own probe (cached per process and size: cost_model's peak is this one),
         # with its spread over rounds, into the env block the table's intro reads.

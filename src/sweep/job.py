@@ -310,7 +310,7 @@ def _run(config: Config, record: Record, ctx: dict[str, Any], trackers: list) ->
     engine, engine_reused = MODELS.engine(
         config.engine.name, model, cache_length=request.cache_length
     )
-    cost = cost_model(model, config.topology, record.env)
+    cost = cost_model(model, config.topology, record.env, batch_size=config.batch_size)
     record.model = ModelInfo(
         name=model.name,
         source=model.source,

@@ -15,10 +15,12 @@ Counting conventions:
   total_s - first_token_s mixes two requests) they also need at least 2 tokens decoded after
   the first: with fewer, the split is noise (negative at tokens=1-2); and a derived split that
   would put MBU above 100% is noise too (the separate 1-token request ran slow): null.
-- MBU: bytes the decode steps must read (decoder weights once per step + the K/V of every
-  position each step attends: prompt_tokens + i on global layers, min(prompt_tokens + i,
-  sliding_window) on sliding-window layers, for step i = 1..steps, summed exactly) / the decode
-  time / peak bandwidth.
+- MBU: bytes the decode steps must read (the weights a step reads,
+  `CostModel.decode_weight_bytes`: no encoder, one row of a lookup table, a MoE's routed
+  experts, see sweep/costs.py; + the K/V of every position each step attends:
+  prompt_tokens + i on global layers, min(prompt_tokens + i, sliding_window) on
+  sliding-window layers, for step i = 1..steps, summed exactly) / the decode time / peak
+  bandwidth.
 - MFU: prefill FLOPs (2 x decoder matmul params x prompt tokens x batch) / first_token_s /
   peak FLOP/s. A lower bound: attention and the vision encoder are not counted.
 A value above 1.0 means the counting is wrong and raises MetricError.

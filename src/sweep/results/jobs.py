@@ -22,6 +22,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from sweep import metrics
+from sweep.costs import DECODE_BYTES_RULES
 from sweep.record import NON_IDENTITY_KEYS, PHASES, RecordError, config_hash
 
 RAW_RUN_KEYS = ("total_s", "first_token_s", "new_tokens", "prompt_tokens", "batch_size")
@@ -141,14 +142,20 @@ def _cost_model(record: dict[str, Any]) -> metrics.CostModel | None:
     raw = record.get("cost_model")
     if not isinstance(raw, dict):
         return None
-    names = [f.name for f in dataclasses.fields(metrics.CostModel)]
+    names = [f.name for f in dataclasses.fields(metrics.CostModel) if f.name != "decode_bytes_rule"]
     if any(name not in raw for name in names):
         return None
     for name in names:  # numbers (peaks and the window may be null), never strings or bools
         value = raw[name]
         if not (is_real(value) or (value is None and name in _NULLABLE_COSTS)):
             raise RecordError(f"cost_model.{name} is not a number: {value!r}")
-    return metrics.CostModel(**{name: raw[name] for name in names})
+    # How decode_weight_bytes was counted: absent in records older than the rule ("dense").
+    rule = raw.get("decode_bytes_rule", "dense")
+    if rule not in DECODE_BYTES_RULES:
+        raise RecordError(
+            f"cost_model.decode_bytes_rule is not one of {DECODE_BYTES_RULES}: {rule!r}"
+        )
+    return metrics.CostModel(**{name: raw[name] for name in names}, decode_bytes_rule=rule)
 
 
 def parse_job(record: dict[str, Any]) -> Job:
