@@ -403,3 +403,17 @@ def test_kv_bytes_per_position_count_shared_kv_once(name, layers, kv_global, kv_
     )
     allocated = sum(layer[k].size * 2 for layer in cache.values() for k in ("k", "v"))
     assert kv_global + kv_local < allocated
+
+
+@pytest.mark.parametrize("preset", ["gemma4_h200", "gemma4_v6e"])
+def test_gemma4_presets_sweep_only_models_that_fit_their_chip(preset):
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose("config", overrides=[f"experiment={preset}"], return_hydra_config=True)
+    params = cfg.hydra.sweeper.params
+    models = params["model"].split(",")
+    assert all(m.startswith("gemma4_") for m in models) and len(models) >= 2
+    assert params["tokens"] == "128,256,512,1024"
+    for model in models:
+        config = composed(f"experiment={preset}", f"model={model}")
+        assert config.topology.name in ("h200", "v6e-1") and config.batch_size == 1
+        assert fit_problem(config, cache_length=2048) is None, (preset, model)
