@@ -220,18 +220,115 @@ def test_tiny_gemma4_text_engines_generate_the_same_tokens(tiny_gemma4_f32):
     assert fused.prompt_tokens == sampler.prompt_tokens == request.prompt_tokens
 
 
-def test_image_mode_on_gemma4_is_a_clear_config_error():
-    """Until the engines build Gemma 4's image input, image mode stops before any model is
-    built (here: the dry run's sizing), naming the key, the value and the model."""
+def test_gemma4_local_tokenizer_has_gemma4s_special_ids():
+    """With `model.tokenizer: null` a Gemma 4 arch gets the local Gemma 4 variant, loaded as
+    gm.text.Gemma4Tokenizer, its pieces at the ids of Gemma4Tokenizer.special_tokens; the
+    Gemma 3 one keeps its pieces."""
+    from gemma import gm
+
     from sweep.cache import MODELS as CACHE
-    from sweep.config import ConfigError
+
+    g4 = CACHE.spec(composed("model=tiny_gemma4").model).tokenizer
+    assert isinstance(g4, gm.text.Gemma4Tokenizer)
+    special = gm.text.Gemma4Tokenizer.special_tokens
+    pieces = {
+        "<|turn>": special.START_OF_TURN,
+        "<turn|>": special.END_OF_TURN,
+        "<|image>": special.START_OF_IMAGE,
+        "<|image|>": special.IMAGE_PLACEHOLDER,
+        "<image|>": special.END_OF_IMAGE,
+        "<|audio>": special.START_OF_AUDIO,
+        "<|audio|>": special.AUDIO_PLACEHOLDER,
+        "<audio|>": special.END_OF_AUDIO,
+    }
+    for piece, want in pieces.items():
+        assert g4._sp.piece_to_id(piece) == int(want), piece
+    g3 = CACHE.spec(composed("model=tiny").model).tokenizer
+    assert isinstance(g3, gm.text.Gemma3Tokenizer) and not isinstance(g3, gm.text.Gemma4Tokenizer)
+    assert g3._sp.piece_to_id("<start_of_turn>") == 105
+    assert g3._sp.piece_to_id("<start_of_image>") == 255999
+
+
+def _image_request(*overrides: str):
+    from sweep import preflight
+    from sweep.cache import MODELS as CACHE
     from sweep.request import build_request
 
-    config = composed("model=tiny_gemma4", "mode=image")
+    config = composed("model=tiny_gemma4", "mode=image", *overrides)
+    spec = CACHE.spec(config.model)
+    return spec, build_request(config, spec, preflight.load_image(config.mode.image))
+
+
+def test_gemma4_image_request_uses_its_template_placeholder_and_soft_tokens():
+    """Gemma 4's chat template and <|image|>; prompt_tokens = its tokens + the soft tokens
+    gemma predicts for this image under the budget + 3 framing tokens (\\n\\n, <|image>,
+    <image|>, \\n\\n replace the placeholder)."""
+    from gemma.gm.nn.gemma4.vision import _preprocessing
+
+    spec, request = _image_request()
+    prompt = request.prompts[0]
+    assert prompt.startswith("<|turn>user\n") and prompt.endswith("<turn|>\n<|turn>model\n")
+    assert "<|image|>" in prompt and "<start_of_image>" not in prompt
+    ids = spec.tokenizer.encode(prompt, add_bos=True)
+    assert ids.count(258880) == 1
+    encoder = spec.config.vision_encoder
+    h, w = request.images.shape[2:4]
+    soft = _preprocessing.predict_soft_token_count(
+        h, w, patch_size=16, max_soft_tokens=encoder.num_mm_tokens_per_image
+    )
+    assert soft > 0 and request.image_tokens == encoder.num_mm_tokens_per_image
+    assert request.prompt_tokens == len(ids) + soft + 3
+
+
+def test_image_budget_is_validated_and_grows_the_prompt():
+    from sweep.config import ConfigError
+
+    counts = [_image_request(f"mode.image_tokens={b}")[1].prompt_tokens for b in (70, 280, 1120)]
+    assert counts[0] < counts[1] < counts[2], counts
     with pytest.raises(ConfigError) as info:
+        composed("model=tiny_gemma4", "mode=image", "mode.image_tokens=100")
+    assert info.value.key == "mode.image_tokens" and "1120" in str(info.value)
+    assert "100" in str(info.value)
+    with pytest.raises(ConfigError) as info:  # Gemma 3: its image is a fixed count
+        from sweep.cache import MODELS as CACHE
+        from sweep.request import build_request
+
+        config = composed("model=tiny", "mode=image", "mode.image_tokens=280")
         build_request(config, CACHE.spec(config.model), None)
-    assert info.value.key == "mode"
-    assert "model=tiny_gemma4" in str(info.value) and "Gemma 4" in str(info.value)
+    assert info.value.key == "mode.image_tokens" and "model=tiny" in str(info.value)
+
+
+def test_gemma4_image_sweep_same_tokens_on_every_engine(tmp_path):
+    """The acceptance sweep: tiny_gemma4, text and image, on the three engines: every job ok,
+    the same tokens across engines per mode, image prompts longer by the soft tokens, and no
+    compile in a timed phase."""
+    from tests.conftest import records, run_sweep
+
+    proc = run_sweep(
+        tmp_path,
+        "model=tiny_gemma4",
+        "mode=text,image",
+        "tokens=8",
+        "engine=fused,sampler,stream",
+        "runs.benchmark=2",
+    )
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    recs = records(tmp_path)
+    assert len(recs) == 6 and all(r["status"] == "ok" for r in recs)
+    by_mode: dict[str, list] = {}
+    for r in recs:
+        by_mode.setdefault(r["config"]["mode"]["name"], []).append(r)
+        for phase in ("benchmark", "final"):
+            assert r["phases"][phase]["compiles"] == 0, (r["config"]["engine"], phase)
+    for mode, rs in by_mode.items():
+        assert len({str(r["generated_token_ids"]) for r in rs}) == 1, mode
+        assert len({r["phases"]["final"]["runs"][0]["prompt_tokens"] for r in rs}) == 1, mode
+    text = by_mode["text"][0]["phases"]["final"]["runs"][0]["prompt_tokens"]
+    image = by_mode["image"][0]["phases"]["final"]["runs"][0]["prompt_tokens"]
+    assert (
+        image != text
+        and by_mode["image"][0]["generated_token_ids"] != by_mode["text"][0]["generated_token_ids"]
+    )
 
 
 # --- What a decode step reads (sweep.costs): encoders, lookup tables, experts, shared K/V ---
@@ -417,3 +514,26 @@ def test_gemma4_presets_sweep_only_models_that_fit_their_chip(preset):
         config = composed(f"experiment={preset}", f"model={model}")
         assert config.topology.name in ("h200", "v6e-1") and config.batch_size == 1
         assert fit_problem(config, cache_length=2048) is None, (preset, model)
+
+
+def test_image_budget_sweep_grows_prompt_tokens(tmp_path):
+    """`-m mode.image_tokens=70,280,1120` on tiny_gemma4: one job per budget, each ok, its
+    prompt (soft tokens included) longer with the budget, no compile in a timed phase."""
+    from tests.conftest import records, run_sweep
+
+    proc = run_sweep(
+        tmp_path,
+        "model=tiny_gemma4",
+        "mode=image",
+        "mode.image_tokens=70,280,1120",
+        "tokens=4",
+        "engine=fused",
+        "runs.benchmark=1",
+    )
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    recs = records(tmp_path)
+    assert [r["config"]["mode"]["image_tokens"] for r in recs] == [70, 280, 1120]
+    assert all(r["status"] == "ok" for r in recs)
+    assert all(r["phases"]["benchmark"]["compiles"] == 0 for r in recs)
+    prompt = [r["phases"]["final"]["runs"][0]["prompt_tokens"] for r in recs]
+    assert prompt[0] < prompt[1] < prompt[2], prompt

@@ -27,7 +27,7 @@ class ModelCache:
         self._spec = None  # models.ModelSpec
         self._model_key: tuple | None = None
         self._model = None  # models.LoadedModel
-        self._engines: dict[tuple[str, int], Any] = {}
+        self._engines: dict[tuple[str, int, int | None], Any] = {}
 
     def spec(self, cfg: ModelConfig):
         """Module and tokenizer for `cfg` (no weights): what a request is sized with."""
@@ -52,17 +52,19 @@ class ModelCache:
         self._model_key = key
         return self._model, False
 
-    def engine(self, name: str, model, *, cache_length: int):
+    def engine(self, name: str, model, *, cache_length: int, image_tokens: int | None = None):
         """(the engine `name` over the held `model`, whether it was reused). Reusing it reuses
         its compiled programs: a sweep over `tokens` compiles once."""
         from sweep.engine import make_engine
 
         if model is not self._model:
             raise ValueError("engines are only built over the model this cache holds")
-        key = (name, cache_length)
+        key = (name, cache_length, image_tokens)
         if key in self._engines:
             return self._engines[key], True
-        self._engines[key] = engine = make_engine(name, model, cache_length=cache_length)
+        self._engines[key] = engine = make_engine(
+            name, model, cache_length=cache_length, image_tokens=image_tokens
+        )
         return engine, False
 
     @property

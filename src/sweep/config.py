@@ -37,6 +37,11 @@ MODEL_ARCHS = (
 DTYPES = ("bfloat16", "float32")
 ENGINES = ("fused", "sampler", "stream")
 MODES = ("text", "image")
+# The image soft-token budgets Gemma 4 supports ("70, 140, 280, 560 or 1120 tokens",
+# ai.google.dev/gemma/docs/capabilities/vision; gemma's code only has the defaults 280 and
+# 1120). The budget sets the resize (at most 9 x budget patches of 16 px) and the vision
+# encoder's pooled output length (`sweep.models.with_image_budget`).
+GEMMA4_IMAGE_BUDGETS = (70, 140, 280, 560, 1120)
 PLATFORMS = ("cpu", "gpu", "tpu")
 QUANTS = ("none", "int8", "int4")
 WANDB_MODES = ("auto", "online", "offline", "disabled")
@@ -128,9 +133,21 @@ class ModeConfig:
     # The user turn; for image mode it must contain <start_of_image> where the image goes.
     prompt: str = MISSING
     image: str | None = None
+    # Gemma 4 only: the most soft tokens one image becomes (its resize and pooled length);
+    # null = the model's own (`num_mm_tokens_per_image`). One of GEMMA4_IMAGE_BUDGETS.
+    image_tokens: int | None = None
 
     def __post_init__(self) -> None:
         _check_choice("mode.name", self.name, MODES)
+        if self.image_tokens is not None and (
+            isinstance(self.image_tokens, bool) or self.image_tokens not in GEMMA4_IMAGE_BUDGETS
+        ):
+            raise ConfigError(
+                "mode.image_tokens",
+                self.image_tokens,
+                f"Gemma 4's image soft-token budgets are {list(GEMMA4_IMAGE_BUDGETS)} "
+                "(or null: the model's own)",
+            )
         if self.name == "image":
             if not self.image:
                 raise ConfigError("mode.image", self.image, "image mode needs an image path")

@@ -29,7 +29,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import linen as nn
 
-from sweep.models import LoadedModel
+from sweep.models import LoadedModel, gemma4_vision_input, is_gemma4, with_image_budget
 from sweep.programs import StoredProgram
 from sweep.request import Request, prompt_tokens_with_images
 
@@ -69,34 +69,74 @@ def _now() -> float:
 class FusedEngine:
     name = "fused"
 
-    def __init__(self, model: LoadedModel, *, cache_length: int):
+    def __init__(self, model: LoadedModel, *, cache_length: int, image_tokens: int | None = None):
         self.model = model
         self.cache_length = cache_length
+        self.image_tokens = image_tokens
+        self._gemma4 = is_gemma4(model.model)
+        # Gemma 4: the vision encoder pools to the request's soft-token budget.
+        self._module = with_image_budget(model.model, image_tokens)
         self._forbidden = jnp.asarray(forbidden_token_ids(model.tokenizer), jnp.int32)
         self._params = with_cpu_logits_table(model.params)
         # Stored programs (sweep/programs.py): a warm process skips tracing as well as compiling.
-        static = f"{model.model!r}; cache_length={cache_length}"
+        self._static = static = f"{self._module!r}; cache_length={cache_length}"
         self._prefill = StoredProgram(
-            functools.partial(_prefill, model.model, cache_length),
+            functools.partial(_prefill, self._module, cache_length),
             name="prefill",
             static_key=static,
         )
+        # Gemma 4 images: one prefill per tuple of per-image soft-token counts (static: they
+        # size the expanded prompt), its patches and positions plain array arguments.
+        self._gemma4_prefills: dict[tuple[int, ...], StoredProgram] = {}
         # The prefill's cache is donated: the loop updates it in place instead of copying it.
         self._decode = StoredProgram(
-            functools.partial(_decode, model.model),
+            functools.partial(_decode, self._module),
             name="decode",
             static_key=static,
             donate_argnums=(2,),
         )
 
+    def _gemma4_prefill(self, counts: tuple[int, ...]) -> StoredProgram:
+        program = self._gemma4_prefills.get(counts)
+        if program is None:
+            program = self._gemma4_prefills[counts] = StoredProgram(
+                functools.partial(_prefill_gemma4, self._module, self.cache_length, counts),
+                name="prefill_gemma4",
+                static_key=f"{self._static}; soft_token_counts={counts}",
+            )
+        return program
+
+    def _prefill_args(self, request: Request, ids: list[list[int]]):
+        """(prefill program, its arguments, expanded prompt length) for `request`: the host
+        part of a prefill (tokens, and Gemma 4's image preprocessing + token expansion)."""
+        tokens = _right_pad(ids)
+        if request.images is not None and self._gemma4:
+            from gemma.gm.vision import _token_utils
+
+            vision = gemma4_vision_input(
+                self._module.config.vision_encoder, request.images, budget=self.image_tokens
+            )
+            counts = tuple(vision.soft_token_counts)
+            per_row = counts[: request.images.shape[1]]
+            tokens = _token_utils.add_variable_extra_tokens_for_images(
+                tokens, soft_token_counts=list(per_row)
+            )
+            # device_put, not jnp.asarray: the latter compiles a small staging program.
+            args = (self._params, jax.device_put(tokens), vision.patches, vision.positions_xy)
+            return self._gemma4_prefill(counts), (*args, self._forbidden), tokens.shape[1]
+        images = None if request.images is None else jax.device_put(request.images)
+        args = (self._params, jax.device_put(tokens), images, self._forbidden)
+        length = tokens.shape[1]
+        if request.images is not None:
+            length += request.images.shape[1] * self.model.image_soft_tokens()
+        return self._prefill, args, length
+
     def generate(self, request: Request) -> Generation:
         tokenizer = self.model.tokenizer
         start = _now()
         ids = [tokenizer.encode(p, add_bos=True) for p in request.prompts]
-        # device_put, not jnp.asarray: the latter compiles a small staging program.
-        tokens = jax.device_put(_right_pad(ids))
-        images = None if request.images is None else jax.device_put(request.images)
-        first, cache, pos = self._prefill(self._params, tokens, images, self._forbidden)
+        prefill, args, prompt_tokens = self._prefill_args(request, ids)
+        first, cache, pos = prefill(*args)
         first_host = np.asarray(jax.device_get(first))
         first_token_s = _now() - start
         steps = np.int32(request.max_new_tokens - 1)
@@ -106,12 +146,11 @@ class FusedEngine:
         token_ids = np.concatenate([first_host[:, None], out_host[:, : n - 1]], axis=1)
         texts = tuple(tokenizer.decode(row.tolist()) for row in token_ids)
         total_s = _now() - start
-        num_images = 0 if request.images is None else request.images.shape[1]
         return Generation(
             first_token_s=first_token_s,
             total_s=total_s,
             new_tokens=n,
-            prompt_tokens=prompt_tokens_with_images(self.model, ids[0], num_images),
+            prompt_tokens=prompt_tokens,
             token_ids=token_ids,
             texts=texts,
         )
@@ -130,11 +169,9 @@ class FusedEngine:
         from sweep.memory import program_memory
 
         ids = [self.model.tokenizer.encode(p, add_bos=True) for p in request.prompts]
-        tokens = jax.device_put(_right_pad(ids))
-        images = None if request.images is None else jax.device_put(request.images)
-        prefill_args = (self._params, tokens, images, self._forbidden)
-        prefill = self._prefill.compiled(*prefill_args)
-        first, cache, pos = self._prefill(*prefill_args)
+        program, prefill_args, _ = self._prefill_args(request, ids)
+        prefill = program.compiled(*prefill_args)
+        first, cache, pos = program(*prefill_args)
         steps = np.int32(request.max_new_tokens - 1)
         decode = self._decode.compiled(self._params, first, cache, pos, steps, self._forbidden)
         return {"prefill": program_memory(prefill), "decode": program_memory(decode)}
@@ -224,6 +261,31 @@ def _prefill(model, cache_length, params, tokens, images, forbidden):
     if images is not None:
         per_image = model.config.vision_encoder.num_mm_tokens_per_image + 3
         length += images.shape[1] * per_image
+    dtype = _activation_dtype(params)
+    small = model.config.init_cache(batch_size=batch, dtype=dtype, cache_length=length)
+    out = _apply(
+        model,
+        {"params": params},
+        tokens=tokens,
+        images=images,
+        cache=small,
+        return_last_only=True,
+    )
+    full = model.config.init_cache(batch_size=batch, dtype=dtype, cache_length=cache_length)
+    cache = _write_prefix(full, out.cache)
+    return _greedy(out.logits, forbidden), cache, jnp.full((batch,), length, jnp.int32)
+
+
+def _prefill_gemma4(model, cache_length, counts, params, tokens, patches, positions_xy, forbidden):
+    """`_prefill` for a Gemma 4 prompt with images: `tokens` already expanded on the host
+    (gemma's `add_variable_extra_tokens_for_images`), the images gemma's preprocessed patches
+    and xy positions; `counts` (static) the soft tokens of each image."""
+    from gemma.gm.nn.gemma4 import _transformer as gemma4_transformer
+
+    images = gemma4_transformer.PreprocessedVisionInput(
+        patches=patches, positions_xy=positions_xy, soft_token_counts=counts
+    )
+    batch, length = tokens.shape
     dtype = _activation_dtype(params)
     small = model.config.init_cache(batch_size=batch, dtype=dtype, cache_length=length)
     out = _apply(
@@ -343,15 +405,16 @@ def decode_step(model, params, tok, cache, pos, forbidden):
 
 
 class _GemmaSamplerBase:
-    def __init__(self, model: LoadedModel, *, cache_length: int):
+    def __init__(self, model: LoadedModel, *, cache_length: int, image_tokens: int | None = None):
         from gemma import gm
 
         self.model = model
         self.cache_length = cache_length
+        self.image_tokens = image_tokens
+        self._gemma4 = is_gemma4(model.model)
         # pad_length=None: prefill the prompt as it is, like the fused engine, so the engines
         # compare like for like (the library default pads prompts to 256 tokens).
-        self.sampler = gm.text.Sampler(
-            model=model.model,
+        common = dict(
             params=model.params,
             tokenizer=model.tokenizer,
             forbidden_tokens=list(forbidden_token_ids(model.tokenizer)[:3]),
@@ -359,18 +422,40 @@ class _GemmaSamplerBase:
             max_out_length=cache_length,
             pad_length=None,
         )
+        if not self._gemma4:
+            self.sampler = gm.text.Sampler(model=model.model, **common)
+            return
+        # Gemma 4: gemma's Gemma4Sampler (preprocessed patches behind <|image|>; gm.text.Sampler
+        # would pass raw pixels), its preprocessing under the encoder's patch/pooling sizes and
+        # the request's budget, the encoder pooling to that budget (`with_image_budget`).
+        module = with_image_budget(model.model, image_tokens)
+        encoder = module.config.vision_encoder
+        vision = {}
+        if encoder is not None:
+            vision = dict(
+                patch_size=encoder.patch_size,
+                max_soft_tokens=encoder.num_mm_tokens_per_image,
+                pooling_kernel_size=encoder.pooling_kernel_size,
+            )
+        self.sampler = gm.text.Gemma4Sampler(model=module, **common, **vision)
 
     def kv_cache_bytes(self, batch_size: int) -> int:
         """The Sampler's KV cache: `cache_length` positions in the params' dtype, as ours."""
         return _kv_cache_bytes(self.model, batch_size, self.cache_length)
 
     def _images(self, request: Request):
-        return None if request.images is None else request.images
+        if request.images is None:
+            return None
+        if self._gemma4:  # Gemma4Sampler: a flat list, every image of the batch in order
+            return [img for row in request.images for img in row]
+        return request.images
 
     def _prompt_tokens(self, request: Request) -> int:
         ids = self.model.tokenizer.encode(request.prompts[0], add_bos=True)
-        num_images = 0 if request.images is None else request.images.shape[1]
-        return prompt_tokens_with_images(self.model, ids, num_images)
+        if request.images is None:
+            return len(ids)
+        num_images, shape = request.images.shape[1], request.images.shape[2:]
+        return prompt_tokens_with_images(self.model, ids, num_images, shape, self.image_tokens)
 
     def _sample(self, request: Request, n: int, **kwargs):
         return self.sampler.sample(
@@ -409,19 +494,29 @@ class SamplerEngine(_GemmaSamplerBase):
 class StreamEngine(_GemmaSamplerBase):
     name = "stream"
 
+    def _states(self, request: Request):
+        """The sampling state after each generated token."""
+        if self._gemma4:
+            yield from _gemma4_stream(
+                self.sampler, list(request.prompts), self._images(request), request.max_new_tokens
+            )
+            return
+        for out in self._sample(request, request.max_new_tokens, stream=True, return_state=True):
+            yield out.state
+
     def generate(self, request: Request) -> Generation:
         start = _now()
         first_token_s = None
         steps = []
-        for out in self._sample(request, request.max_new_tokens, stream=True, return_state=True):
+        for state in self._states(request):
             if first_token_s is None:
                 first_token_s = _now() - start
-            steps.append(out)
+            steps.append(state)
         total_s = _now() - start
         if not steps:
             raise RuntimeError("stream engine generated no token")
         n = len(steps)
-        state = steps[-1].state
+        state = steps[-1]
         token_ids = np.asarray(jax.device_get(state.predicted_tokens))[:, :n]
         texts = tuple(self.model.tokenizer.decode(row.tolist()) for row in token_ids)
         return Generation(
@@ -434,9 +529,70 @@ class StreamEngine(_GemmaSamplerBase):
         )
 
 
+def _gemma4_stream(sampler, prompts: list[str], images, max_new_tokens: int):
+    """`gm.text.Gemma4Sampler.sample(prompts, images=images)` streamed: its very steps
+    (tokenize, gemma's image preprocessing and `<|image|>` expansion, `_prefill.prefill`, the
+    `SamplerLoop`) with `stream=True`, which `Gemma4Sampler.sample` does not expose; yields
+    the sampling state after each token, as `gm.text.Sampler.sample(stream=True)` does."""
+    import numpy as np
+    from gemma.gm.text import _prefill, _sampler_loop
+    from gemma.gm.text import _sampler as gemma_sampler
+    from gemma.gm.utils import _types
+    from gemma.gm.vision import _token_utils
+
+    tokenizer = sampler.tokenizer
+    tokens = np.asarray(_right_pad([tokenizer.encode(p, add_bos=True) for p in prompts]))
+    input_config = sampler.model.config.input_config
+    vision_input = None
+    if images:
+        vision_input = sampler._preprocess_images(images)
+        tokens = _token_utils.add_variable_extra_tokens_for_images(
+            tokens, soft_token_counts=list(vision_input.soft_token_counts)
+        )
+        input_config = _types.InputConfig(
+            support_images=True,
+            num_tokens_per_image=input_config.num_tokens_per_image,
+            special_tokens=input_config.special_tokens,
+            already_expanded=True,
+        )
+    init_state = _prefill.prefill(
+        model=sampler.model,
+        params=sampler.params,
+        input=_types.Input(text=jnp.asarray(tokens), images=None, config=input_config),
+        last_state=None,
+        cache_length=sampler.cache_length,
+        pad_length=sampler.pad_length,
+        rng=gemma_sampler._normalize_rng(0),
+        sharding=None,
+        max_out_length=sampler.max_out_length,
+        vision_input=vision_input,
+        audio=None,
+        audio_lengths=None,
+        audio_soft_token_counts=(),
+    )
+    special = tokenizer.special_tokens
+    loop = _sampler_loop.SamplerLoop(
+        model=sampler.model,
+        end_tokens=(special.EOS, special.END_OF_TURN, special.BEGIN_OF_TOOL_RESPONSE),
+        forbidden_tokens=sampler._normalized_forbidden_tokens,
+        sampling=sampler.sampling,
+        cache_length=sampler.cache_length,
+        special_tokens=special,
+    )
+    yield from loop.sample(
+        params=sampler.params,
+        init_state=init_state,
+        max_new_tokens=jnp.asarray(max_new_tokens),
+        stream=True,
+    )
+
+
 ENGINES = {"fused": FusedEngine, "sampler": SamplerEngine, "stream": StreamEngine}
 
 
-def make_engine(name: str, model: LoadedModel, *, cache_length: int) -> Engine:
-    """A new engine (`sweep.cache` keeps them per model, so a token sweep compiles once)."""
-    return ENGINES[name](model, cache_length=cache_length)
+def make_engine(
+    name: str, model: LoadedModel, *, cache_length: int, image_tokens: int | None = None
+) -> Engine:
+    """A new engine (`sweep.cache` keeps them per model, so a token sweep compiles once).
+    `image_tokens`: a Gemma 4 image request's soft-token budget (`Request.image_tokens`)."""
+    return ENGINES[name](model, cache_length=cache_length, image_tokens=image_tokens)

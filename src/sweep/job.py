@@ -308,7 +308,10 @@ def _run(config: Config, record: Record, ctx: dict[str, Any], trackers: list) ->
     done = "held from the previous job (reused)" if model_reused else f"{what}: done"
     log.info("[job %s] model: %s in %.1f s", job_num, done, load_s)
     engine, engine_reused = MODELS.engine(
-        config.engine.name, model, cache_length=request.cache_length
+        config.engine.name,
+        model,
+        cache_length=request.cache_length,
+        image_tokens=request.image_tokens,
     )
     cost = cost_model(model, config.topology, record.env, batch_size=config.batch_size)
     record.model = ModelInfo(

@@ -43,10 +43,21 @@ class ModelSpec:
     def has_vision(self) -> bool:
         return self.model.config.vision_encoder is not None
 
-    def image_soft_tokens(self) -> int:
-        """Prompt tokens one image adds: `<start_of_image>` becomes \\n\\n + soft tokens +
-        `<end_of_image>` + \\n\\n."""
-        return self.model.config.vision_encoder.num_mm_tokens_per_image + 3
+    def image_soft_tokens(
+        self, image_shape: tuple[int, ...] | None = None, budget: int | None = None
+    ) -> int:
+        """Prompt tokens one image adds on top of its placeholder token.
+
+        Gemma 3: `<start_of_image>` becomes \\n\\n + soft tokens + `<end_of_image>` +
+        \\n\\n, a fixed number of soft tokens. Gemma 4: `<|image|>` becomes \\n\\n +
+        `<|image>` + soft tokens + `<image|>` + \\n\\n, the soft tokens those of gemma's
+        `predict_soft_token_count` for an image of `image_shape` ([H, W, ...]; the encoder's
+        square size when None) under `budget` (the model's `num_mm_tokens_per_image` when None).
+        """
+        encoder = self.model.config.vision_encoder
+        if not is_gemma4(self.model):
+            return encoder.num_mm_tokens_per_image + 3
+        return gemma4_soft_token_count(encoder, image_shape, budget) + 3
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -186,9 +197,11 @@ def module_for(cfg: ModelConfig):
 def _tokenizer(cfg: ModelConfig):
     from gemma import gm
 
+    gemma4 = cfg.arch.startswith("Gemma4") or cfg.arch == "tiny_gemma4"
+    cls = gm.text.Gemma4Tokenizer if gemma4 else gm.text.Gemma3Tokenizer
     if not cfg.tokenizer:
-        return gm.text.Gemma3Tokenizer(path=os.fspath(local_tokenizer_path()))
-    cls = gm.text.Gemma4Tokenizer if cfg.arch.startswith("Gemma4") else gm.text.Gemma3Tokenizer
+        # The local one of the family: Gemma 4's has its <|turn>/<|image|> pieces.
+        return cls(path=os.fspath(local_tokenizer_path("gemma4" if gemma4 else "gemma3")))
     return cls(path=os.fspath(Path(cfg.tokenizer)))
 
 
@@ -324,7 +337,41 @@ def _gemma4_init_inputs(model) -> tuple[Any, dict[str, Any]]:
     return jnp.asarray(tokens), kwargs
 
 
-def gemma4_vision_input(encoder, images: np.ndarray):
+def gemma4_soft_token_count(encoder, image_shape=None, budget: int | None = None) -> int:
+    """Soft tokens of one image of `image_shape` ([H, W, ...]) under `budget`: gemma's own
+    `predict_soft_token_count` (the aspect-preserving resize, then 3x3 pooling)."""
+    from gemma.gm.nn.gemma4.vision import _preprocessing
+
+    if image_shape is None:
+        image_shape = (encoder.image_height, encoder.image_width)
+    return _preprocessing.predict_soft_token_count(
+        int(image_shape[0]),
+        int(image_shape[1]),
+        patch_size=encoder.patch_size,
+        max_soft_tokens=budget or encoder.num_mm_tokens_per_image,
+        pooling_kernel_size=encoder.pooling_kernel_size,
+    )
+
+
+def with_image_budget(model, budget: int | None):
+    """`model` (a Gemma 4 module, or an IntWrapper of one) whose vision encoder pools to
+    `budget` soft tokens an image (`output_length`), the way Gemma 4 honours a budget: the
+    patches come padded to 9 x budget, pooled 3x3. No param depends on it, so the same params
+    serve every budget. `model` itself when `budget` is None or already the encoder's."""
+    if budget is None or not is_gemma4(model):
+        return model
+    from gemma import gm
+
+    if isinstance(model, gm.nn.IntWrapper):
+        return model.clone(model=with_image_budget(model.model, budget))
+    encoder = model.config.vision_encoder
+    if encoder is None or encoder.num_mm_tokens_per_image == budget:
+        return model
+    config = dataclasses.replace(model.config, vision_encoder=encoder.clone(output_length=budget))
+    return model.clone(config=config)
+
+
+def gemma4_vision_input(encoder, images: np.ndarray, budget: int | None = None):
     """uint8 images [B, N, H, W, 3] as the `PreprocessedVisionInput` a Gemma 4 model takes:
     gemma's `preprocess_and_patchify` (aspect-preserving resize to the encoder's soft-token
     budget, patches padded to a common length, xy positions with -1 for padding), laid out as
@@ -336,7 +383,7 @@ def gemma4_vision_input(encoder, images: np.ndarray):
     patches, positions_xy, counts = _preprocessing.preprocess_and_patchify(
         flat,
         patch_size=encoder.patch_size,
-        max_soft_tokens=encoder.num_mm_tokens_per_image,
+        max_soft_tokens=budget or encoder.num_mm_tokens_per_image,
         pooling_kernel_size=encoder.pooling_kernel_size,
     )
     n, max_patches = patches.shape[0], patches.shape[1]

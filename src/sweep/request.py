@@ -26,18 +26,46 @@ class Request:
     prompt_tokens: int = 0
     # The KV cache length the engine is built with (`resolve_cache_length`); 0 = not sized.
     cache_length: int = 0
+    # Gemma 4 image mode: the soft-token budget of each image (`mode.image_tokens`, or the
+    # model's own); None otherwise. The engines preprocess the images under it.
+    image_tokens: int | None = None
 
     @property
     def batch_size(self) -> int:
         return len(self.prompts)
 
 
-def prompt_tokens_with_images(model: ModelSpec, token_ids: list[int], num_images: int) -> int:
-    return len(token_ids) + (num_images * model.image_soft_tokens() if num_images else 0)
+def prompt_tokens_with_images(
+    model: ModelSpec,
+    token_ids: list[int],
+    num_images: int,
+    image_shape: tuple[int, ...] | None = None,
+    budget: int | None = None,
+) -> int:
+    """Prompt length after the model expands each image placeholder (`image_shape` and
+    `budget` size a Gemma 4 image's soft tokens; Gemma 3's are fixed)."""
+    if not num_images:
+        return len(token_ids)
+    return len(token_ids) + num_images * model.image_soft_tokens(image_shape, budget)
 
 
+# Gemma 3 (and the tiny models of its family): the mode prompts are written with its image
+# placeholder, which a Gemma 4 prompt replaces with its own (`chat_format`).
 CHAT_TEMPLATE = "<start_of_turn>user\n{prompt}<end_of_turn>\n<start_of_turn>model\n"
 IMAGE_PLACEHOLDER = "<start_of_image>"
+GEMMA4_CHAT_TEMPLATE = "<|turn>user\n{prompt}<turn|>\n<|turn>model\n"
+GEMMA4_IMAGE_PLACEHOLDER = "<|image|>"
+
+
+def chat_format(model: ModelSpec) -> tuple[str, str]:
+    """(chat template, image placeholder) of the model's family: Gemma 4's own for a Gemma 4
+    architecture, Gemma 3's otherwise."""
+    from sweep.models import is_gemma4
+
+    if is_gemma4(model.model):
+        return GEMMA4_CHAT_TEMPLATE, GEMMA4_IMAGE_PLACEHOLDER
+    return CHAT_TEMPLATE, IMAGE_PLACEHOLDER
+
 
 # `engine.cache_length: null` (auto): the smallest power of two that holds prompt + tokens,
 # at least this, so that a default token sweep shares one compiled program.
@@ -104,27 +132,43 @@ def _filler_words(tokenizer) -> tuple[str, ...]:
     return words
 
 
-def template_tokens(tokenizer, *, image: bool = False) -> int:
+def template_tokens(
+    tokenizer,
+    *,
+    image: bool = False,
+    template: str = CHAT_TEMPLATE,
+    placeholder: str = IMAGE_PLACEHOLDER,
+) -> int:
     """Tokens of a chat prompt with an empty user turn (BOS and the template's own tokens),
     plus the image placeholder's in image mode."""
-    return _count(tokenizer, CHAT_TEMPLATE.format(prompt=IMAGE_PLACEHOLDER if image else ""))
+    return _count(tokenizer, template.format(prompt=placeholder if image else ""))
 
 
-def synthetic_prompt(tokenizer, n: int, *, seed: int, image: bool = False) -> str:
+def synthetic_prompt(
+    tokenizer,
+    n: int,
+    *,
+    seed: int,
+    image: bool = False,
+    template: str = CHAT_TEMPLATE,
+    placeholder: str = IMAGE_PLACEHOLDER,
+) -> str:
     """A chat-formatted prompt of exactly `n` tokens (BOS and template included), its user
     turn words drawn from a fixed vocabulary with `numpy.random.default_rng(seed)`. Image
     mode: the user turn starts with `<start_of_image>` (counted in `n`; the soft tokens the
     model expands it to are not). Encoding the returned text gives exactly `n` tokens (checked:
     the engines tokenise the text inside the timed window). ValueError below the minimum."""
-    minimum = template_tokens(tokenizer, image=image) + (0 if image else 1)
+    minimum = template_tokens(
+        tokenizer, image=image, template=template, placeholder=placeholder
+    ) + (0 if image else 1)
     if n < minimum:
         raise ValueError(f"needs at least {minimum} tokens")
     vocab = _filler_words(tokenizer)
     rng = np.random.default_rng(seed)
-    head = (IMAGE_PLACEHOLDER,) if image else ()
+    head = (placeholder,) if image else ()
 
     def prompt(words) -> str:
-        return CHAT_TEMPLATE.format(prompt=" ".join((*head, *words)))
+        return template.format(prompt=" ".join((*head, *words)))
 
     # Every filler word is one token, so the count moves one per word: start from the
     # template's count and correct by the difference (a tokenizer that merges across the
@@ -150,12 +194,18 @@ def _prompt(config, model: ModelSpec) -> str:
     """The chat-formatted prompt of `config`: the mode's prompt, or `prompt_tokens` tokens."""
     from sweep.config import ConfigError
 
+    template, placeholder = chat_format(model)
     if config.prompt_tokens is None:
-        return CHAT_TEMPLATE.format(prompt=config.mode.prompt)
+        return template.format(prompt=config.mode.prompt.replace(IMAGE_PLACEHOLDER, placeholder))
     image = config.mode.name == "image"
     try:
         return synthetic_prompt(
-            model.tokenizer, config.prompt_tokens, seed=config.seed, image=image
+            model.tokenizer,
+            config.prompt_tokens,
+            seed=config.seed,
+            image=image,
+            template=template,
+            placeholder=placeholder,
         )
     except ValueError as exc:
         what = " and the image placeholder" if image else " and one word"
@@ -172,34 +222,42 @@ def build_request(config, model: ModelSpec, image: np.ndarray | None) -> Request
     explicit `engine.cache_length` too small for it). A `ModelSpec` (module + tokenizer) is
     enough, no weights: it runs before any model is built. `image` may be None in image mode
     when only the sizes are wanted (a zero image of the encoder's size stands in)."""
-    from sweep.config import ConfigError
+    from sweep.config import GEMMA4_IMAGE_BUDGETS, ConfigError
+    from sweep.models import is_gemma4
 
+    gemma4 = is_gemma4(model.model)
+    budget = config.mode.image_tokens
+    if budget is not None and not gemma4:
+        raise ConfigError(
+            "mode.image_tokens",
+            budget,
+            f"only Gemma 4 models take an image soft-token budget ({list(GEMMA4_IMAGE_BUDGETS)});"
+            f" model={config.model.name} is not one: set it to null",
+        )
     prompt = _prompt(config, model)
     images = None
+    image_tokens = None
     if config.mode.name == "image":
         if not model.has_vision:
             raise ConfigError("mode", "image", f"model={config.model.name} has no vision encoder")
-        from sweep.models import is_gemma4
-
-        if is_gemma4(model.model):
-            raise ConfigError(
-                "mode",
-                "image",
-                f"not supported yet for the Gemma 4 architecture of model={config.model.name}: "
-                "its images go in as preprocessed patches behind a <|image|> token with a "
-                "per-image soft-token count, which the engines do not build yet; use mode=text "
-                "(image mode works for the Gemma 3 models, e.g. model=tiny)",
-            )
+        encoder = model.config.vision_encoder
+        if gemma4:
+            image_tokens = budget or encoder.num_mm_tokens_per_image
         if image is None:
-            image = np.zeros((1, 1, 3), np.uint8)
+            # Sizes only: Gemma 3's count is fixed; Gemma 4's is that of a square image of
+            # the budget's full size.
+            side = int((9 * image_tokens) ** 0.5) * encoder.patch_size if gemma4 else 1
+            image = np.zeros((side, side, 3), np.uint8)
         images = np.broadcast_to(image, (config.batch_size, 1, *image.shape)).copy()
     ids = model.tokenizer.encode(prompt, add_bos=True)
     num_images = 0 if images is None else images.shape[1]
-    prompt_tokens = prompt_tokens_with_images(model, ids, num_images)
+    shape = None if images is None else images.shape[2:]
+    prompt_tokens = prompt_tokens_with_images(model, ids, num_images, shape, image_tokens)
     return Request(
         prompts=(prompt,) * config.batch_size,
         images=images,
         max_new_tokens=config.tokens,
         prompt_tokens=prompt_tokens,
         cache_length=resolve_cache_length(config, prompt_tokens),
+        image_tokens=image_tokens,
     )

@@ -1,9 +1,14 @@
-"""A Gemma-3-compatible sentencepiece tokenizer, trained locally and deterministically.
+"""Gemma-3- and Gemma-4-compatible sentencepiece tokenizers, trained locally and deterministically.
 
 Real Gemma tokenizers live at gs:// paths, unreachable here. This one has Gemma 3's special
 ids (PAD 0, EOS 1, BOS 2, UNK 3, <start_of_turn> 105, <end_of_turn> 106) and is padded to
 Gemma 3's 262144 pieces so that the hard-coded image ids 255999/256000 exist. It is built
 once (well under a second) and cached by content version; nothing is downloaded.
+
+The Gemma 4 variant (`family="gemma4"`, loaded as `gm.text.Gemma4Tokenizer`) is the same
+model with Gemma 4's pieces at Gemma 4's ids: `<|turn>` 105, `<turn|>` 106, `<|image>` 255999,
+`<|audio>` 256000, `<|image|>` 258880, `<|audio|>` 258881, `<image|>` 258882, `<audio|>` 258883
+(those of `gm.text.Gemma4Tokenizer.special_tokens`).
 """
 
 from __future__ import annotations
@@ -20,6 +25,17 @@ TOKENIZER_VERSION = 1
 VOCAB_SIZE = 262144
 _TRAINED_PIECES = 512
 _SPECIAL_IDS = {255999: "<start_of_image>", 256000: "<end_of_image>"}
+_TURN_PIECES = ("<start_of_turn>", "<end_of_turn>")  # ids 105, 106
+_GEMMA4_SPECIAL_IDS = {
+    255999: "<|image>",
+    256000: "<|audio>",
+    258880: "<|image|>",
+    258881: "<|audio|>",
+    258882: "<image|>",
+    258883: "<audio|>",
+}
+_GEMMA4_TURN_PIECES = ("<|turn>", "<turn|>")
+FAMILIES = ("gemma3", "gemma4")
 _WORDS = (
     "the a model token image text benchmark warmup final phase jax tpu gemma fast slow cat "
     "dog house tree river blue red green one two three four five hello world describe this "
@@ -34,16 +50,22 @@ def cache_dir() -> Path:
     return Path(root)
 
 
-def local_tokenizer_path() -> Path:
-    """Path of the local tokenizer, built on first use. Safe under concurrent jobs."""
-    path = cache_dir() / "tokenizer" / f"gemma3_local_v{TOKENIZER_VERSION}.model"
+def local_tokenizer_path(family: str = "gemma3") -> Path:
+    """Path of the local tokenizer of `family` ("gemma3" or "gemma4"), built on first use.
+    Safe under concurrent jobs."""
+    path = cache_dir() / "tokenizer" / f"{family}_local_v{TOKENIZER_VERSION}.model"
     if not path.exists():
-        write_bytes_atomically(path, build_tokenizer_bytes())
+        write_bytes_atomically(path, build_tokenizer_bytes(family))
     return path
 
 
-def build_tokenizer_bytes() -> bytes:
-    """Serialized sentencepiece model; the same bytes on every call and machine."""
+def build_tokenizer_bytes(family: str = "gemma3") -> bytes:
+    """Serialized sentencepiece model; the same bytes on every call and machine. `family`
+    only changes the special pieces (Gemma 3's bytes are those of before the variant)."""
+    if family not in FAMILIES:
+        raise ValueError(f"unknown tokenizer family {family!r} (one of {FAMILIES})")
+    turn = _GEMMA4_TURN_PIECES if family == "gemma4" else _TURN_PIECES
+    special_ids = _GEMMA4_SPECIAL_IDS if family == "gemma4" else _SPECIAL_IDS
     import sentencepiece as spm
     from sentencepiece import sentencepiece_model_pb2 as pb2
 
@@ -51,11 +73,7 @@ def build_tokenizer_bytes() -> bytes:
     sentences = [
         " ".join(rng.choice(_WORDS) for _ in range(rng.randint(5, 20))) for _ in range(5000)
     ]
-    user_symbols = (
-        ["<mask>", "[multimodal]"]
-        + [f"<unused{i}>" for i in range(99)]
-        + ["<start_of_turn>", "<end_of_turn>"]
-    )
+    user_symbols = ["<mask>", "[multimodal]"] + [f"<unused{i}>" for i in range(99)] + list(turn)
     buf = io.BytesIO()
     spm.SentencePieceTrainer.train(
         sentence_iterator=iter(sentences),
@@ -81,7 +99,7 @@ def build_tokenizer_bytes() -> bytes:
     piece_type = pb2.ModelProto.SentencePiece
     for i in range(len(proto.pieces), VOCAB_SIZE):
         piece = proto.pieces.add()
-        piece.piece = _SPECIAL_IDS.get(i, f"<pad_unused{i}>")
+        piece.piece = special_ids.get(i, f"<pad_unused{i}>")
         piece.score = 0.0
-        piece.type = piece_type.USER_DEFINED if i in _SPECIAL_IDS else piece_type.UNUSED
+        piece.type = piece_type.USER_DEFINED if i in special_ids else piece_type.UNUSED
     return proto.SerializeToString()
