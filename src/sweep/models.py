@@ -144,9 +144,13 @@ def _tiny_gemma4_module():
     """gemma's own Gemma 4 Transformer at toy size, with the features of E2B/E4B: sliding and
     global layers (global keys twice as wide), per-layer embeddings, the last half of the
     layers reading the KV cache of earlier ones, and a tiny patch-based vision encoder (one
-    block, width 32, at most 4 soft tokens an image: 36 patches of 16 px after 3x3 pooling)."""
+    block, width 32, at most 4 soft tokens an image: 36 patches of 16 px after 3x3 pooling),
+    and a tiny conformer audio encoder (one layer, width 32, 2 heads) projecting to embed_dim:
+    gemma's own subsampling (4x in time) and mel front end, so a clip's soft tokens are those
+    of E2B/E4B (25 a second)."""
     import_gemma()
     from gemma.gm.nn.gemma4 import _config, _modules, _transformer
+    from gemma.gm.nn.gemma4.audio import _modules as audio_modules
     from gemma.gm.nn.gemma4.vision import _encoder
 
     local, glob = _modules.AttentionType.LOCAL_SLIDING, _modules.AttentionType.GLOBAL
@@ -174,6 +178,9 @@ def _tiny_gemma4_module():
         ),
         vision_encoder=_encoder.VisionEncoder(
             d_model=32, num_layers=1, num_heads=2, ffw_hidden=64, output_length=4
+        ),
+        audio_encoder=audio_modules.ConformerConfig(
+            num_layers=1, model_dims=32, lm_model_dims=64, atten_num_heads=2
         ),
     )
     return _transformer.Transformer(config=config)
@@ -529,6 +536,8 @@ def random_params(model, *, seed: int, dtype, mesh=None) -> Any:
             host = np.ones(leaf.shape, np_dtype)
         elif kind == "zeros":
             host = np.zeros(leaf.shape, np_dtype)
+        elif kind in _FULL:
+            host = np.full(leaf.shape, _FULL[kind], np_dtype)
         else:
             host = np.empty(leaf.shape, np_dtype)
             flat = host.reshape(-1)
@@ -540,8 +549,17 @@ def random_params(model, *, seed: int, dtype, mesh=None) -> Any:
     return jax.tree_util.tree_map_with_path(fill, shapes)
 
 
+# Leaves filled with one value (`_leaf_kind`).
+_FULL = {"-inf": -np.inf, "inf": np.inf}
+
+
 def _leaf_kind(path, *, gemma4: bool = False) -> str:
     name = jax.tree_util.keystr(path)
+    if gemma4 and "['clip_" in name:
+        # Gemma 4's clipped einsums (the audio conformer's): x clipped to [clip_*_min,
+        # clip_*_max], gemma's own init -inf/+inf (no clipping); N(0, 0.02) would clip every
+        # activation to about zero and silence the audio encoder.
+        return "-inf" if name.endswith("_min']") else "inf"
     if gemma4 and (name.endswith("['scale']") or name.endswith("['skip_scale']")):
         # Gemma 4's RMSNorms (text and vision) are y = x_hat * scale, and each block's output
         # is multiplied by `skip_scale`: zero would silence the whole model.
@@ -561,6 +579,8 @@ def _fill_program(kind: str, shape: tuple[int, ...], dtype, sharding):
     def fill(key):
         if kind == "normal":
             return jax.random.normal(key, shape, jnp.float32).astype(dtype) * 0.02
+        if kind in _FULL:
+            return jnp.full(shape, _FULL[kind], dtype)
         return (jnp.ones if kind == "ones" else jnp.zeros)(shape, dtype)
 
     return jax.jit(fill, out_shardings=sharding)
