@@ -40,7 +40,7 @@ def test_every_group_option_composes_and_validates(group, option):
 def test_groups_have_the_required_options():
     assert {"tiny", "gemma3_270m", "gemma3_1b", "gemma3_4b", "gemma4_e2b"} <= set(options("model"))
     assert {"cpu", "v5e-1", "v6e-1", "v6e-4", "v6e-8", "h100", "h200"} <= set(options("topology"))
-    assert set(options("mode")) == {"text", "image"}
+    assert set(options("mode")) == {"text", "image", "audio"}
     assert set(options("engine")) == {"fused", "sampler", "stream"}
     assert {"quick", "card"} <= set(options("experiment"))
 

@@ -5,13 +5,14 @@ with no weight built and nothing downloaded."""
 from __future__ import annotations
 
 import functools
+import json
 
 import jax
 import numpy as np
 import pytest
 from hydra import compose, initialize_config_dir
 
-from sweep.config import validate
+from sweep.config import ConfigError, validate
 from sweep.memory import kv_cache_bytes, weight_bytes
 from sweep.models import gemma4_vision_input, module_for, param_shapes, tree_bytes
 from sweep.preflight import fit_problem
@@ -542,3 +543,87 @@ def test_image_budget_sweep_grows_prompt_tokens(tmp_path):
     assert all(r["phases"]["benchmark"]["compiles"] == 0 for r in recs)
     prompt = [r["phases"]["final"]["runs"][0]["prompt_tokens"] for r in recs]
     assert prompt[0] < prompt[1] < prompt[2], prompt
+
+
+# --- mode=audio: Gemma 4's audio encoder (tiny_gemma4's tiny conformer) ---
+
+
+def test_gemma4_audio_sweep_same_tokens_on_every_engine(tmp_path):
+    """`mode=audio` on tiny_gemma4, on the three engines: every job ok, the same tokens on
+    each, no compile in a timed phase, and the prompt the text tokens + the shipped 1 s clip's
+    25 soft tokens (gemma's Gemma4Sampler count) + <|audio>/<audio|> in place of <|audio|>."""
+    from sweep.cache import MODELS as CACHE
+    from sweep.models import gemma4_audio_soft_token_count
+    from sweep.request import build_request
+    from tests.conftest import records, run_sweep
+
+    proc = run_sweep(
+        tmp_path,
+        "model=tiny_gemma4",
+        "mode=audio",
+        "tokens=8",
+        "engine=fused,sampler,stream",
+        "runs.benchmark=2",
+    )
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    recs = records(tmp_path)
+    assert len(recs) == 3 and all(r["status"] == "ok" for r in recs), [r["status"] for r in recs]
+    for r in recs:
+        for phase in ("benchmark", "final"):
+            assert r["phases"][phase]["compiles"] == 0, (r["config"]["engine"], phase)
+    assert len({str(r["generated_token_ids"]) for r in recs}) == 1
+    config = composed("model=tiny_gemma4", "mode=audio", "tokens=8")
+    spec = CACHE.spec(config.model)
+    text = len(spec.tokenizer.encode(build_request(config, spec, None).prompts[0], add_bos=True))
+    assert gemma4_audio_soft_token_count(16000) == 25
+    for r in recs:
+        assert r["phases"]["final"]["runs"][0]["prompt_tokens"] == text + 25 + 1
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        ("model=tiny",),
+        ("model=gemma3_270m",),
+        ("model=gemma4_26b_a4b",),
+        ("model=gemma4_31b",),
+    ],
+)
+def test_audio_mode_is_refused_on_models_without_an_audio_encoder(overrides):
+    """Refused from the module alone (no weights), naming `mode`, the model and why."""
+    from sweep.cache import MODELS as CACHE
+    from sweep.request import build_request
+
+    with pytest.raises(ConfigError) as info:  # text-only models (gemma3_270m): at compose time
+        config = composed(*overrides, "mode=audio")
+        build_request(config, CACHE.spec(config.model), None)
+    name = overrides[0].split("=")[1]
+    assert info.value.key == "mode"
+    assert f"model={name} has no audio encoder: gemma4_e2b and gemma4_e4b have one" in str(
+        info.value
+    )
+
+
+def test_audio_mode_config_checks(tmp_path):
+    """text_only drops the encoder (refused at compose time); `mode.audio` outside audio mode
+    and a bad clip path are refused with the key named; a tiny refusal runs no model."""
+    from sweep.audio import AudioError
+    from sweep.cache import MODELS as CACHE
+    from sweep.request import build_request
+    from tests.conftest import records, run_sweep
+
+    with pytest.raises(ConfigError) as info:
+        composed("model=gemma4_e2b", "mode=audio", "model.text_only=true")
+    assert info.value.key == "mode" and "text_only=true drops it" in str(info.value)
+    with pytest.raises(ConfigError) as info:
+        composed("model=tiny_gemma4", "mode=text", "mode.audio=/x.wav")
+    assert info.value.key == "mode.audio"
+    config = composed("model=tiny_gemma4", "mode=audio", f"mode.audio={tmp_path}/none.wav")
+    with pytest.raises(AudioError) as info:
+        build_request(config, CACHE.spec(config.model), None)
+    assert info.value.key == "mode.audio"
+    proc = run_sweep(tmp_path / "s", "model=tiny", "mode=audio", "tokens=4")
+    recs = records(tmp_path / "s")
+    assert len(recs) == 1 and recs[0]["status"] != "ok", proc.stderr[-2000:]
+    assert "has no audio encoder" in json.dumps(recs[0])
+    assert recs[0].get("model") in (None, {}), "refused before the model was built"

@@ -36,12 +36,14 @@ MODEL_ARCHS = (
 )
 DTYPES = ("bfloat16", "float32")
 ENGINES = ("fused", "sampler", "stream")
-MODES = ("text", "image")
+MODES = ("text", "image", "audio")
 # The image soft-token budgets Gemma 4 supports ("70, 140, 280, 560 or 1120 tokens",
 # ai.google.dev/gemma/docs/capabilities/vision; gemma's code only has the defaults 280 and
 # 1120). The budget sets the resize (at most 9 x budget patches of 16 px) and the vision
 # encoder's pooled output length (`sweep.models.with_image_budget`).
 GEMMA4_IMAGE_BUDGETS = (70, 140, 280, 560, 1120)
+# Where the clip goes in an audio-mode prompt (Gemma 4's <|audio|> replaces it, sweep.request).
+AUDIO_PLACEHOLDER = "<start_of_audio>"
 PLATFORMS = ("cpu", "gpu", "tpu")
 QUANTS = ("none", "int8", "int4")
 WANDB_MODES = ("auto", "online", "offline", "disabled")
@@ -133,6 +135,9 @@ class ModeConfig:
     # The user turn; for image mode it must contain <start_of_image> where the image goes.
     prompt: str = MISSING
     image: str | None = None
+    # Audio mode only: a WAV file (mono or not, any rate: read as mono 16 kHz, sweep.audio).
+    # The prompt holds <start_of_audio> where the clip goes (Gemma 4's <|audio|>).
+    audio: str | None = None
     # Gemma 4 only: the most soft tokens one image becomes (its resize and pooled length);
     # null = the model's own (`num_mm_tokens_per_image`). One of GEMMA4_IMAGE_BUDGETS.
     image_tokens: int | None = None
@@ -155,6 +160,22 @@ class ModeConfig:
                 raise ConfigError(
                     "mode.prompt", self.prompt, "image mode needs <start_of_image> in the prompt"
                 )
+        if self.name == "audio":
+            if not self.audio:
+                raise ConfigError("mode.audio", self.audio, "audio mode needs a WAV file path")
+            if AUDIO_PLACEHOLDER not in self.prompt:
+                raise ConfigError(
+                    "mode.prompt",
+                    self.prompt,
+                    f"audio mode needs {AUDIO_PLACEHOLDER} in the prompt",
+                )
+        elif self.audio is not None:
+            raise ConfigError(
+                "mode.audio",
+                self.audio,
+                f"only audio mode reads a clip (this is mode={self.name}): use mode=audio "
+                "or leave mode.audio null",
+            )
 
 
 @dataclass
@@ -268,6 +289,14 @@ class Config:
                 self.tokens,
                 f"tokens + prompt_tokens must fit engine.cache_length={cache_length} "
                 "(raise engine.cache_length, or set it to null: sized to the request)",
+            )
+        if self.mode.name == "audio" and self.model.text_only:
+            why = " (model.text_only=true drops it)" if self.model.arch.startswith("Gemma4") else ""
+            raise ConfigError(
+                "mode",
+                self.mode.name,
+                f"model={self.model.name} has no audio encoder: gemma4_e2b and gemma4_e4b have "
+                f"one{why}",
             )
         if self.mode.name == "image" and self.model.text_only:
             raise ConfigError(

@@ -88,6 +88,8 @@ class FusedEngine:
         # Gemma 4 images: one prefill per tuple of per-image soft-token counts (static: they
         # size the expanded prompt), its patches and positions plain array arguments.
         self._gemma4_prefills: dict[tuple[int, ...], StoredProgram] = {}
+        # Gemma 4 audio: likewise one prefill per tuple of per-clip soft-token counts.
+        self._audio_prefills: dict[tuple[int, ...], StoredProgram] = {}
         # The prefill's cache is donated: the loop updates it in place instead of copying it.
         self._decode = StoredProgram(
             functools.partial(_decode, self._module),
@@ -106,10 +108,28 @@ class FusedEngine:
             )
         return program
 
+    def _audio_prefill(self, counts: tuple[int, ...]) -> StoredProgram:
+        program = self._audio_prefills.get(counts)
+        if program is None:
+            program = self._audio_prefills[counts] = StoredProgram(
+                functools.partial(_prefill_gemma4_audio, self._module, self.cache_length, counts),
+                name="prefill_gemma4_audio",
+                static_key=f"{self._static}; audio_soft_token_counts={counts}",
+            )
+        return program
+
     def _prefill_args(self, request: Request, ids: list[list[int]]):
         """(prefill program, its arguments, expanded prompt length) for `request`: the host
         part of a prefill (tokens, and Gemma 4's image preprocessing + token expansion)."""
         tokens = _right_pad(ids)
+        if request.audio is not None:
+            # As gm.text.Gemma4Sampler: every clip of the batch in one row [1, B, samples],
+            # each row's <|audio|> expanded on the host to its clip's soft tokens.
+            clips, tokens, counts = gemma4_audio_inputs(tokens, request.audio)
+            audio, lengths = clips
+            args = (self._params, jax.device_put(tokens), jax.device_put(audio))
+            args = (*args, jax.device_put(lengths), self._forbidden)
+            return self._audio_prefill(counts), args, tokens.shape[1]
         if request.images is not None and self._gemma4:
             from gemma.gm.vision import _token_utils
 
@@ -301,6 +321,47 @@ def _prefill_gemma4(model, cache_length, counts, params, tokens, patches, positi
     return _greedy(out.logits, forbidden), cache, jnp.full((batch,), length, jnp.int32)
 
 
+def _prefill_gemma4_audio(
+    model, cache_length, counts, params, tokens, audio, audio_lengths, forbidden
+):
+    """`_prefill` for a Gemma 4 prompt with audio: `tokens` already expanded on the host
+    (gemma's `add_variable_extra_tokens_for_audio`), `audio` the raw clips [1, N, samples],
+    `audio_lengths` [1, N]; `counts` (static) the soft tokens of each clip."""
+    batch, length = tokens.shape
+    dtype = _activation_dtype(params)
+    small = model.config.init_cache(batch_size=batch, dtype=dtype, cache_length=length)
+    out = _apply(
+        model,
+        {"params": params},
+        tokens=tokens,
+        audio=audio,
+        audio_lengths=audio_lengths,
+        audio_soft_token_counts=counts,
+        cache=small,
+        return_last_only=True,
+    )
+    full = model.config.init_cache(batch_size=batch, dtype=dtype, cache_length=cache_length)
+    cache = _write_prefix(full, out.cache)
+    return _greedy(out.logits, forbidden), cache, jnp.full((batch,), length, jnp.int32)
+
+
+def gemma4_audio_inputs(tokens: np.ndarray, clips: np.ndarray):
+    """((audio [1, N, samples] float32, lengths [1, N] int32), expanded tokens, soft-token
+    counts) for prompt `tokens` [B, L] with one `<|audio|>` a row and the `clips` [B, samples],
+    laid out as `gm.text.Gemma4Sampler.sample` lays them out (its count, its expansion)."""
+    from gemma.gm.vision import _token_utils
+
+    from sweep.models import gemma4_audio_soft_token_count
+
+    counts = tuple(gemma4_audio_soft_token_count(clip.shape[-1]) for clip in clips)
+    tokens = _token_utils.add_variable_extra_tokens_for_audio(
+        np.asarray(tokens), soft_token_counts=list(counts)
+    )
+    audio = np.asarray(clips, np.float32)[None]
+    lengths = np.asarray([[clip.shape[-1] for clip in clips]], np.int32)
+    return (audio, lengths), tokens, counts
+
+
 # The decode loop attends to a prefix of the cache that grows with the position (256, 1024,
 # 4096... slots, then the whole cache) instead of all `cache_length` slots on every step.
 _FIRST_WINDOW = 256
@@ -450,8 +511,16 @@ class _GemmaSamplerBase:
             return [img for row in request.images for img in row]
         return request.images
 
+    def _audio(self, request: Request) -> dict:
+        """Gemma4Sampler's audio arguments: one clip a prompt, in order."""
+        if request.audio is None:
+            return {}
+        return {"audio": [np.asarray(clip) for clip in request.audio]}
+
     def _prompt_tokens(self, request: Request) -> int:
         ids = self.model.tokenizer.encode(request.prompts[0], add_bos=True)
+        if request.audio is not None:
+            return len(ids) + self.model.audio_soft_tokens(request.audio.shape[-1])
         if request.images is None:
             return len(ids)
         num_images, shape = request.images.shape[1], request.images.shape[2:]
@@ -459,7 +528,12 @@ class _GemmaSamplerBase:
 
     def _sample(self, request: Request, n: int, **kwargs):
         return self.sampler.sample(
-            list(request.prompts), images=self._images(request), max_new_tokens=n, rng=0, **kwargs
+            list(request.prompts),
+            images=self._images(request),
+            max_new_tokens=n,
+            rng=0,
+            **self._audio(request),
+            **kwargs,
         )
 
 
@@ -498,7 +572,11 @@ class StreamEngine(_GemmaSamplerBase):
         """The sampling state after each generated token."""
         if self._gemma4:
             yield from _gemma4_stream(
-                self.sampler, list(request.prompts), self._images(request), request.max_new_tokens
+                self.sampler,
+                list(request.prompts),
+                self._images(request),
+                request.max_new_tokens,
+                audio=request.audio,
             )
             return
         for out in self._sample(request, request.max_new_tokens, stream=True, return_state=True):
@@ -529,11 +607,12 @@ class StreamEngine(_GemmaSamplerBase):
         )
 
 
-def _gemma4_stream(sampler, prompts: list[str], images, max_new_tokens: int):
+def _gemma4_stream(sampler, prompts: list[str], images, max_new_tokens: int, audio=None):
     """`gm.text.Gemma4Sampler.sample(prompts, images=images)` streamed: its very steps
     (tokenize, gemma's image preprocessing and `<|image|>` expansion, `_prefill.prefill`, the
     `SamplerLoop`) with `stream=True`, which `Gemma4Sampler.sample` does not expose; yields
-    the sampling state after each token, as `gm.text.Sampler.sample(stream=True)` does."""
+    the sampling state after each token, as `gm.text.Sampler.sample(stream=True)` does.
+    `audio`: one clip a prompt [B, samples], as `Gemma4Sampler.sample(audio=...)` takes it."""
     import numpy as np
     from gemma.gm.text import _prefill, _sampler_loop
     from gemma.gm.text import _sampler as gemma_sampler
@@ -555,6 +634,14 @@ def _gemma4_stream(sampler, prompts: list[str], images, max_new_tokens: int):
             special_tokens=input_config.special_tokens,
             already_expanded=True,
         )
+    audio_args = dict(audio=None, audio_lengths=None, audio_soft_token_counts=())
+    if audio is not None:
+        (clips, lengths), tokens, counts = gemma4_audio_inputs(tokens, audio)
+        audio_args = dict(
+            audio=jnp.asarray(clips),
+            audio_lengths=jnp.asarray(lengths),
+            audio_soft_token_counts=counts,
+        )
     init_state = _prefill.prefill(
         model=sampler.model,
         params=sampler.params,
@@ -566,9 +653,7 @@ def _gemma4_stream(sampler, prompts: list[str], images, max_new_tokens: int):
         sharding=None,
         max_out_length=sampler.max_out_length,
         vision_input=vision_input,
-        audio=None,
-        audio_lengths=None,
-        audio_soft_token_counts=(),
+        **audio_args,
     )
     special = tokenizer.special_tokens
     loop = _sampler_loop.SamplerLoop(

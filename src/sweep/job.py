@@ -281,6 +281,11 @@ def _run(config: Config, record: Record, ctx: dict[str, Any], trackers: list) ->
     # Input files first: host-only checks, before JAX is even initialised.
     preflight.check_paths(config)
     image = preflight.load_image(config.mode.image) if config.mode.name == "image" else None
+    audio = None
+    if config.mode.name == "audio":
+        from sweep.audio import load_wav
+
+        audio = load_wav(config.mode.audio)  # AudioError (mode.audio) before anything heavy
     setup_compile_cache(config.compile_cache_dir)
     distributed.initialize(config.topology)  # multi-host: join before any device use
     record.env = collect_env()
@@ -290,7 +295,7 @@ def _run(config: Config, record: Record, ctx: dict[str, Any], trackers: list) ->
     )
     # The prompt and the KV cache it needs, from the module and tokenizer alone: a prompt +
     # tokens that cannot fit an explicit engine.cache_length fails here, before any weight.
-    request = build_request(config, MODELS.spec(config.model), image)
+    request = build_request(config, MODELS.spec(config.model), image, audio)
     reason = preflight.fit_problem(config, request.cache_length) or preflight.topology_mismatch(
         config.topology, record.env
     )

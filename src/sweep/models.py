@@ -43,6 +43,17 @@ class ModelSpec:
     def has_vision(self) -> bool:
         return self.model.config.vision_encoder is not None
 
+    @property
+    def has_audio(self) -> bool:
+        """Whether the model has an audio encoder (Gemma 4 E2B/E4B and tiny_gemma4)."""
+        return getattr(self.model.config, "audio_encoder", None) is not None
+
+    def audio_soft_tokens(self, num_samples: int) -> int:
+        """Prompt tokens one clip of `num_samples` (16 kHz) adds on top of its placeholder:
+        `<|audio|>` becomes `<|audio>` + soft tokens + `<audio|>` (gemma's
+        `add_variable_extra_tokens_for_audio`), the soft tokens `gemma4_audio_soft_token_count`."""
+        return gemma4_audio_soft_token_count(num_samples) + 1
+
     def image_soft_tokens(
         self, image_shape: tuple[int, ...] | None = None, budget: int | None = None
     ) -> int:
@@ -358,6 +369,23 @@ def gemma4_soft_token_count(encoder, image_shape=None, budget: int | None = None
         max_soft_tokens=budget or encoder.num_mm_tokens_per_image,
         pooling_kernel_size=encoder.pooling_kernel_size,
     )
+
+
+def gemma4_audio_soft_token_count(num_samples: int) -> int:
+    """Soft tokens of one clip of `num_samples`, exactly as `gm.text.Gemma4Sampler.sample`
+    counts them: mel frames of 20 ms every 10 ms at its `audio_sample_rate`, two stride-2
+    subsampling convolutions, capped at its `audio_seq_length` (750)."""
+    import_gemma()
+    from gemma import gm
+
+    defaults = {f.name: f.default for f in dataclasses.fields(gm.text.Gemma4Sampler)}
+    rate, cap = defaults["audio_sample_rate"], defaults["audio_seq_length"]
+    frame_length = round(rate * 20.0 / 1000.0)
+    hop_length = round(rate * 10.0 / 1000.0)
+    t = (int(num_samples) - (frame_length + 1)) // hop_length + 1
+    for _ in range(2):
+        t = (t + 2 - 3) // 2 + 1
+    return min(t, cap)
 
 
 def with_image_budget(model, budget: int | None):

@@ -53,14 +53,23 @@ class RecordError(ValueError):
     """A record file is unreadable or breaks the schema; the message says which and why."""
 
 
+# Mode keys added later, null by default: a config at their default keeps its older hash.
+_LATER_MODE_KEYS = ("image_tokens", "audio")
+
+
+def _drop_null_later_keys(identity: dict[str, Any]) -> None:
+    mode = identity.get("mode")
+    if isinstance(mode, dict):
+        identity["mode"] = {
+            k: v for k, v in mode.items() if not (k in _LATER_MODE_KEYS and v is None)
+        }
+
+
 def run_key(config: dict[str, Any], env: dict[str, Any] | None = None) -> str:
     """Identity of a run: same experiment on the same kind of machine = same key, so a rerun
     replaces its record in benchmarks/metrics.json instead of adding a duplicate."""
     identity = {k: v for k, v in config.items() if k not in NON_IDENTITY_KEYS}
-    mode = identity.get("mode")
-    if isinstance(mode, dict) and mode.get("image_tokens", 0) is None:
-        # Added later, null by default: a config at its default keeps its older hash.
-        identity["mode"] = {k: v for k, v in mode.items() if k != "image_tokens"}
+    _drop_null_later_keys(identity)
     env = env or {}
     machine = {k: env.get(k) for k in ("backend", "device_kind", "device_count", "hosts")}
     blob = json.dumps({"config": identity, "machine": machine}, sort_keys=True, default=str)
@@ -71,10 +80,7 @@ def config_hash(config: dict[str, Any]) -> str:
     """Identity of a job's config alone (no machine): known before the job runs, so
     `resume=true` can tell whether a job dir's record measured this very config."""
     identity = {k: v for k, v in config.items() if k not in NON_IDENTITY_KEYS}
-    mode = identity.get("mode")
-    if isinstance(mode, dict) and mode.get("image_tokens", 0) is None:
-        # Added later, null by default: a config at its default keeps its older hash.
-        identity["mode"] = {k: v for k, v in mode.items() if k != "image_tokens"}
+    _drop_null_later_keys(identity)
     blob = json.dumps(identity, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 

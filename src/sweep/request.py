@@ -29,6 +29,10 @@ class Request:
     # Gemma 4 image mode: the soft-token budget of each image (`mode.image_tokens`, or the
     # model's own); None otherwise. The engines preprocess the images under it.
     image_tokens: int | None = None
+    # Audio mode (Gemma 4 E2B/E4B): one mono 16 kHz clip per sequence, float32 [B, samples];
+    # None otherwise. Each clip's `<|audio|>` becomes `audio_soft_tokens` soft tokens.
+    audio: np.ndarray | None = None
+    audio_soft_tokens: int = 0
 
     @property
     def batch_size(self) -> int:
@@ -53,6 +57,8 @@ def prompt_tokens_with_images(
 # placeholder, which a Gemma 4 prompt replaces with its own (`chat_format`).
 CHAT_TEMPLATE = "<start_of_turn>user\n{prompt}<end_of_turn>\n<start_of_turn>model\n"
 IMAGE_PLACEHOLDER = "<start_of_image>"
+AUDIO_PLACEHOLDER = "<start_of_audio>"  # sweep.config.AUDIO_PLACEHOLDER
+GEMMA4_AUDIO_PLACEHOLDER = "<|audio|>"
 GEMMA4_CHAT_TEMPLATE = "<|turn>user\n{prompt}<turn|>\n<|turn>model\n"
 GEMMA4_IMAGE_PLACEHOLDER = "<|image|>"
 
@@ -196,8 +202,14 @@ def _prompt(config, model: ModelSpec) -> str:
 
     template, placeholder = chat_format(model)
     if config.prompt_tokens is None:
-        return template.format(prompt=config.mode.prompt.replace(IMAGE_PLACEHOLDER, placeholder))
-    image = config.mode.name == "image"
+        prompt = config.mode.prompt.replace(IMAGE_PLACEHOLDER, placeholder)
+        if config.mode.name == "audio":
+            prompt = prompt.replace(AUDIO_PLACEHOLDER, GEMMA4_AUDIO_PLACEHOLDER)
+        return template.format(prompt=prompt)
+    # A synthetic prompt starts with the mode's placeholder (image or audio), counted in it.
+    image = config.mode.name in ("image", "audio")
+    if config.mode.name == "audio":
+        placeholder = GEMMA4_AUDIO_PLACEHOLDER
     try:
         return synthetic_prompt(
             model.tokenizer,
@@ -208,20 +220,25 @@ def _prompt(config, model: ModelSpec) -> str:
             placeholder=placeholder,
         )
     except ValueError as exc:
-        what = " and the image placeholder" if image else " and one word"
+        what = f" and the {config.mode.name} placeholder" if image else " and one word"
+        media = config.mode.name if image else "image"
         raise ConfigError(
             "prompt_tokens",
             config.prompt_tokens,
-            f"{exc} (BOS, the chat template's tokens{what}; image soft tokens come on top)",
+            f"{exc} (BOS, the chat template's tokens{what}; {media} soft tokens come on top)",
         ) from None
 
 
-def build_request(config, model: ModelSpec, image: np.ndarray | None) -> Request:
+def build_request(
+    config, model: ModelSpec, image: np.ndarray | None, audio: np.ndarray | None = None
+) -> Request:
     """The request every phase sends (`config`: a `sweep.config.Config`), with its exact
     prompt length and the KV cache length it needs (`resolve_cache_length`, which refuses an
     explicit `engine.cache_length` too small for it). A `ModelSpec` (module + tokenizer) is
     enough, no weights: it runs before any model is built. `image` may be None in image mode
-    when only the sizes are wanted (a zero image of the encoder's size stands in)."""
+    when only the sizes are wanted (a zero image of the encoder's size stands in). Audio mode:
+    `audio` is the clip (mono float32 at 16 kHz), read from `mode.audio` when None; a model
+    without an audio encoder is refused (ConfigError naming `mode`) before the clip is read."""
     from sweep.config import GEMMA4_IMAGE_BUDGETS, ConfigError
     from sweep.models import is_gemma4
 
@@ -234,7 +251,24 @@ def build_request(config, model: ModelSpec, image: np.ndarray | None) -> Request
             f"only Gemma 4 models take an image soft-token budget ({list(GEMMA4_IMAGE_BUDGETS)});"
             f" model={config.model.name} is not one: set it to null",
         )
+    audio_mode = config.mode.name == "audio"
+    if audio_mode and not model.has_audio:
+        raise ConfigError(
+            "mode",
+            "audio",
+            f"model={config.model.name} has no audio encoder: gemma4_e2b and gemma4_e4b have one",
+        )
     prompt = _prompt(config, model)
+    clips = None
+    audio_soft_tokens = 0
+    if audio_mode:
+        if audio is None:
+            from sweep.audio import load_wav
+
+            audio = load_wav(config.mode.audio)
+        audio = np.asarray(audio, np.float32)
+        clips = np.broadcast_to(audio, (config.batch_size, audio.shape[-1])).copy()
+        audio_soft_tokens = model.audio_soft_tokens(audio.shape[-1])
     images = None
     image_tokens = None
     if config.mode.name == "image":
@@ -253,6 +287,7 @@ def build_request(config, model: ModelSpec, image: np.ndarray | None) -> Request
     num_images = 0 if images is None else images.shape[1]
     shape = None if images is None else images.shape[2:]
     prompt_tokens = prompt_tokens_with_images(model, ids, num_images, shape, image_tokens)
+    prompt_tokens += audio_soft_tokens
     return Request(
         prompts=(prompt,) * config.batch_size,
         images=images,
@@ -260,4 +295,6 @@ def build_request(config, model: ModelSpec, image: np.ndarray | None) -> Request
         prompt_tokens=prompt_tokens,
         cache_length=resolve_cache_length(config, prompt_tokens),
         image_tokens=image_tokens,
+        audio=clips,
+        audio_soft_tokens=audio_soft_tokens,
     )
