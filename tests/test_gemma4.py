@@ -615,6 +615,9 @@ def test_audio_mode_config_checks(tmp_path):
     with pytest.raises(ConfigError) as info:
         composed("model=gemma4_e2b", "mode=audio", "model.text_only=true")
     assert info.value.key == "mode" and "text_only=true drops it" in str(info.value)
+    with pytest.raises(ConfigError) as info:  # gemma encodes one sequence's clips only
+        composed("model=tiny_gemma4", "mode=audio", "batch_size=2")
+    assert info.value.key == "batch_size" and "batch_size=1" in str(info.value)
     with pytest.raises(ConfigError) as info:
         composed("model=tiny_gemma4", "mode=text", "mode.audio=/x.wav")
     assert info.value.key == "mode.audio"

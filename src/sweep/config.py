@@ -290,6 +290,16 @@ class Config:
                 f"tokens + prompt_tokens must fit engine.cache_length={cache_length} "
                 "(raise engine.cache_length, or set it to null: sized to the request)",
             )
+        if self.mode.name == "audio" and self.batch_size > 1:
+            # gemma 4.0.1: the model's `audio` input is typed [batch, clips, samples], but its
+            # `_encode_audio` reads row 0 only and Gemma4Sampler passes [1, clips, samples], so
+            # a batch of prompts with audio fails in gemma itself, on every engine.
+            raise ConfigError(
+                "batch_size",
+                self.batch_size,
+                "audio mode runs one prompt at a time (gemma's Gemma 4 audio input takes the "
+                "clips of one sequence only): use batch_size=1",
+            )
         if self.mode.name == "audio" and self.model.text_only:
             why = " (model.text_only=true drops it)" if self.model.arch.startswith("Gemma4") else ""
             raise ConfigError(
