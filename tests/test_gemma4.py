@@ -515,7 +515,7 @@ def test_gemma4_presets_sweep_only_models_that_fit_their_chip(preset):
     params = cfg.hydra.sweeper.params
     models = params["model"].split(",")
     assert all(m.startswith("gemma4_") for m in models) and len(models) >= 2
-    assert params["tokens"] == "128,256,512,1024"
+    assert params["tokens"] == "128,256,512,1024" and params["mode"] == "text,image"
     for model in models:
         config = composed(f"experiment={preset}", f"model={model}")
         assert config.topology.name in ("h200", "v6e-1") and config.batch_size == 1
