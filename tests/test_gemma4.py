@@ -13,8 +13,9 @@ import pytest
 from hydra import compose, initialize_config_dir
 
 from sweep.config import ConfigError, validate
+from sweep.gemma4 import gemma4_vision_input
 from sweep.memory import kv_cache_bytes, weight_bytes
-from sweep.models import gemma4_vision_input, module_for, param_shapes, tree_bytes
+from sweep.models import module_for, param_shapes, tree_bytes
 from sweep.preflight import fit_problem
 from tests.conftest import REPO
 
@@ -553,7 +554,7 @@ def test_gemma4_audio_sweep_same_tokens_on_every_engine(tmp_path):
     each, no compile in a timed phase, and the prompt the text tokens + the shipped 1 s clip's
     25 soft tokens (gemma's Gemma4Sampler count) + <|audio>/<audio|> in place of <|audio|>."""
     from sweep.cache import MODELS as CACHE
-    from sweep.models import gemma4_audio_soft_token_count
+    from sweep.gemma4 import gemma4_audio_soft_token_count
     from sweep.request import build_request
     from tests.conftest import records, run_sweep
 

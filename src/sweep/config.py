@@ -40,7 +40,7 @@ MODES = ("text", "image", "audio")
 # The image soft-token budgets Gemma 4 supports ("70, 140, 280, 560 or 1120 tokens",
 # ai.google.dev/gemma/docs/capabilities/vision; gemma's code only has the defaults 280 and
 # 1120). The budget sets the resize (at most 9 x budget patches of 16 px) and the vision
-# encoder's pooled output length (`sweep.models.with_image_budget`).
+# encoder's pooled output length (`sweep.gemma4.with_image_budget`).
 GEMMA4_IMAGE_BUDGETS = (70, 140, 280, 560, 1120)
 # Where the clip goes in an audio-mode prompt (Gemma 4's <|audio|> replaces it, sweep.request).
 AUDIO_PLACEHOLDER = "<start_of_audio>"

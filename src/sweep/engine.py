@@ -27,9 +27,16 @@ from typing import Protocol
 import jax
 import jax.numpy as jnp
 import numpy as np
-from flax import linen as nn
 
-from sweep.models import LoadedModel, gemma4_vision_input, is_gemma4, with_image_budget
+from sweep.cpu_logits import activation_dtype, apply_model, with_cpu_logits_table
+from sweep.gemma4 import (
+    gemma4_audio_inputs,
+    gemma4_stream,
+    gemma4_vision_input,
+    is_gemma4,
+    with_image_budget,
+)
+from sweep.models import LoadedModel
 from sweep.programs import StoredProgram
 from sweep.request import Request, prompt_tokens_with_images
 
@@ -205,7 +212,7 @@ def _kv_cache_bytes(model: LoadedModel, batch_size: int, cache_length: int) -> i
         model.model,
         batch_size=batch_size,
         cache_length=cache_length,
-        dtype=_activation_dtype(model.params),
+        dtype=activation_dtype(model.params),
     )
 
 
@@ -213,56 +220,6 @@ def _right_pad(ids: list[list[int]]) -> np.ndarray:
     if len({len(x) for x in ids}) != 1:
         raise ValueError("all prompts of a batch must tokenize to the same length")
     return np.asarray(ids, np.int32)
-
-
-_LOGITS_TABLE = "cpu_logits_table"  # extra leaf under params["embedder"]
-
-
-def with_cpu_logits_table(params):
-    """`params` plus the output projection as float32 [embed, vocab], or `params` unchanged.
-
-    XLA on CPU has no fast bf16 matvec: on every decode call it converts the [vocab, embed]
-    table to float32 and transposes it (1.7 s and 1.3 GB of temporaries per call for 270M, on
-    one thread, before the first step). Doing it once per engine skips that on every call. The
-    numbers do not change: it is the same float32 dot XLA runs, rounded to the activation dtype
-    as before. Only for one CPU device; an accelerator reads bf16 natively, and its memory is
-    better spent on the KV cache.
-    """
-    table = _embedding_table(params)
-    if not isinstance(table, jax.Array) or table.ndim != 2:
-        return params
-    if not jnp.issubdtype(table.dtype, jnp.floating):  # a quantized table needs its scales
-        return params
-    devices = table.sharding.device_set
-    if len(devices) != 1 or next(iter(devices)).platform != "cpu":
-        return params
-    table_t = jax.jit(lambda t: t.astype(jnp.float32).T)(table)
-    return {**params, "embedder": {**params["embedder"], _LOGITS_TABLE: table_t}}
-
-
-def _logits_from_table(next_fun, args, kwargs, context):
-    """Embedder.decode from the float32 [embed, vocab] table when the params carry one."""
-    module = context.module
-    if context.method_name != "decode" or not module.has_variable("params", _LOGITS_TABLE):
-        return next_fun(*args, **kwargs)
-    (x,) = args
-    table_t = module.get_variable("params", _LOGITS_TABLE)
-    return jnp.dot(x.astype(table_t.dtype), table_t).astype(x.dtype)
-
-
-def _embedding_table(params):
-    return params.get("embedder", {}).get("input_embedding")
-
-
-def _activation_dtype(params):
-    """The model's dtype: that of its embedding table (not of the engine's extra leaf)."""
-    table = _embedding_table(params)
-    return table.dtype if table is not None else jax.tree.leaves(params)[0].dtype
-
-
-def _apply(model, *args, **kwargs):
-    with nn.intercept_methods(_logits_from_table):
-        return model.apply(*args, **kwargs)
 
 
 def _greedy(logits, forbidden):
@@ -281,9 +238,9 @@ def _prefill(model, cache_length, params, tokens, images, forbidden):
     if images is not None:
         per_image = model.config.vision_encoder.num_mm_tokens_per_image + 3
         length += images.shape[1] * per_image
-    dtype = _activation_dtype(params)
+    dtype = activation_dtype(params)
     small = model.config.init_cache(batch_size=batch, dtype=dtype, cache_length=length)
-    out = _apply(
+    out = apply_model(
         model,
         {"params": params},
         tokens=tokens,
@@ -306,9 +263,9 @@ def _prefill_gemma4(model, cache_length, counts, params, tokens, patches, positi
         patches=patches, positions_xy=positions_xy, soft_token_counts=counts
     )
     batch, length = tokens.shape
-    dtype = _activation_dtype(params)
+    dtype = activation_dtype(params)
     small = model.config.init_cache(batch_size=batch, dtype=dtype, cache_length=length)
-    out = _apply(
+    out = apply_model(
         model,
         {"params": params},
         tokens=tokens,
@@ -328,9 +285,9 @@ def _prefill_gemma4_audio(
     (gemma's `add_variable_extra_tokens_for_audio`), `audio` the raw clips [1, N, samples],
     `audio_lengths` [1, N]; `counts` (static) the soft tokens of each clip."""
     batch, length = tokens.shape
-    dtype = _activation_dtype(params)
+    dtype = activation_dtype(params)
     small = model.config.init_cache(batch_size=batch, dtype=dtype, cache_length=length)
-    out = _apply(
+    out = apply_model(
         model,
         {"params": params},
         tokens=tokens,
@@ -343,23 +300,6 @@ def _prefill_gemma4_audio(
     full = model.config.init_cache(batch_size=batch, dtype=dtype, cache_length=cache_length)
     cache = _write_prefix(full, out.cache)
     return _greedy(out.logits, forbidden), cache, jnp.full((batch,), length, jnp.int32)
-
-
-def gemma4_audio_inputs(tokens: np.ndarray, clips: np.ndarray):
-    """((audio [1, N, samples] float32, lengths [1, N] int32), expanded tokens, soft-token
-    counts) for prompt `tokens` [B, L] with one `<|audio|>` a row and the `clips` [B, samples],
-    laid out as `gm.text.Gemma4Sampler.sample` lays them out (its count, its expansion)."""
-    from gemma.gm.vision import _token_utils
-
-    from sweep.models import gemma4_audio_soft_token_count
-
-    counts = tuple(gemma4_audio_soft_token_count(clip.shape[-1]) for clip in clips)
-    tokens = _token_utils.add_variable_extra_tokens_for_audio(
-        np.asarray(tokens), soft_token_counts=list(counts)
-    )
-    audio = np.asarray(clips, np.float32)[None]
-    lengths = np.asarray([[clip.shape[-1] for clip in clips]], np.int32)
-    return (audio, lengths), tokens, counts
 
 
 # The decode loop attends to a prefix of the cache that grows with the position (256, 1024,
@@ -453,7 +393,7 @@ def decode_step(model, params, tok, cache, pos, forbidden):
     The mask lets each sequence attend to every cache slot up to its own position.
     """
     mask = (jnp.arange(_cache_length(cache))[None, :] <= pos[:, None])[:, None, :]
-    result = _apply(
+    result = apply_model(
         model,
         {"params": params},
         tokens=tok[:, None],
@@ -571,9 +511,10 @@ class StreamEngine(_GemmaSamplerBase):
     def _states(self, request: Request):
         """The sampling state after each generated token."""
         if self._gemma4:
-            yield from _gemma4_stream(
+            tokenizer = self.sampler.tokenizer
+            yield from gemma4_stream(
                 self.sampler,
-                list(request.prompts),
+                _right_pad([tokenizer.encode(p, add_bos=True) for p in request.prompts]),
                 self._images(request),
                 request.max_new_tokens,
                 audio=request.audio,
@@ -605,71 +546,6 @@ class StreamEngine(_GemmaSamplerBase):
             token_ids=token_ids,
             texts=texts,
         )
-
-
-def _gemma4_stream(sampler, prompts: list[str], images, max_new_tokens: int, audio=None):
-    """`gm.text.Gemma4Sampler.sample(prompts, images=images)` streamed: its very steps
-    (tokenize, gemma's image preprocessing and `<|image|>` expansion, `_prefill.prefill`, the
-    `SamplerLoop`) with `stream=True`, which `Gemma4Sampler.sample` does not expose; yields
-    the sampling state after each token, as `gm.text.Sampler.sample(stream=True)` does.
-    `audio`: one clip a prompt [B, samples], as `Gemma4Sampler.sample(audio=...)` takes it."""
-    import numpy as np
-    from gemma.gm.text import _prefill, _sampler_loop
-    from gemma.gm.text import _sampler as gemma_sampler
-    from gemma.gm.utils import _types
-    from gemma.gm.vision import _token_utils
-
-    tokenizer = sampler.tokenizer
-    tokens = np.asarray(_right_pad([tokenizer.encode(p, add_bos=True) for p in prompts]))
-    input_config = sampler.model.config.input_config
-    vision_input = None
-    if images:
-        vision_input = sampler._preprocess_images(images)
-        tokens = _token_utils.add_variable_extra_tokens_for_images(
-            tokens, soft_token_counts=list(vision_input.soft_token_counts)
-        )
-        input_config = _types.InputConfig(
-            support_images=True,
-            num_tokens_per_image=input_config.num_tokens_per_image,
-            special_tokens=input_config.special_tokens,
-            already_expanded=True,
-        )
-    audio_args = dict(audio=None, audio_lengths=None, audio_soft_token_counts=())
-    if audio is not None:
-        (clips, lengths), tokens, counts = gemma4_audio_inputs(tokens, audio)
-        audio_args = dict(
-            audio=jnp.asarray(clips),
-            audio_lengths=jnp.asarray(lengths),
-            audio_soft_token_counts=counts,
-        )
-    init_state = _prefill.prefill(
-        model=sampler.model,
-        params=sampler.params,
-        input=_types.Input(text=jnp.asarray(tokens), images=None, config=input_config),
-        last_state=None,
-        cache_length=sampler.cache_length,
-        pad_length=sampler.pad_length,
-        rng=gemma_sampler._normalize_rng(0),
-        sharding=None,
-        max_out_length=sampler.max_out_length,
-        vision_input=vision_input,
-        **audio_args,
-    )
-    special = tokenizer.special_tokens
-    loop = _sampler_loop.SamplerLoop(
-        model=sampler.model,
-        end_tokens=(special.EOS, special.END_OF_TURN, special.BEGIN_OF_TOOL_RESPONSE),
-        forbidden_tokens=sampler._normalized_forbidden_tokens,
-        sampling=sampler.sampling,
-        cache_length=sampler.cache_length,
-        special_tokens=special,
-    )
-    yield from loop.sample(
-        params=sampler.params,
-        init_state=init_state,
-        max_new_tokens=jnp.asarray(max_new_tokens),
-        stream=True,
-    )
 
 
 ENGINES = {"fused": FusedEngine, "sampler": SamplerEngine, "stream": StreamEngine}

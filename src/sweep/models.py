@@ -19,6 +19,13 @@ import jax.numpy as jnp
 import numpy as np
 
 from sweep.config import ConfigError, ModelConfig
+from sweep.gemma4 import (
+    gemma4_audio_soft_token_count,
+    gemma4_soft_token_count,
+    init_inputs_gemma4,
+    is_gemma4,
+    tiny_gemma4_module,
+)
 from sweep.gemma_lib import import_gemma
 from sweep.tokenizer import local_tokenizer_path
 
@@ -151,58 +158,12 @@ def _tiny_module():
     return gm.nn.Transformer(config=config)
 
 
-def _tiny_gemma4_module():
-    """gemma's own Gemma 4 Transformer at toy size, with the features of E2B/E4B: sliding and
-    global layers (global keys twice as wide), per-layer embeddings, the last half of the
-    layers reading the KV cache of earlier ones, and a tiny patch-based vision encoder (one
-    block, width 32, at most 4 soft tokens an image: 36 patches of 16 px after 3x3 pooling),
-    and a tiny conformer audio encoder (one layer, width 32, 2 heads) projecting to embed_dim:
-    gemma's own subsampling (4x in time) and mel front end, so a clip's soft tokens are those
-    of E2B/E4B (25 a second)."""
-    import_gemma()
-    from gemma.gm.nn.gemma4 import _config, _modules, _transformer
-    from gemma.gm.nn.gemma4.audio import _modules as audio_modules
-    from gemma.gm.nn.gemma4.vision import _encoder
-
-    local, glob = _modules.AttentionType.LOCAL_SLIDING, _modules.AttentionType.GLOBAL
-    config = _config.TransformerConfig(
-        num_embed=262144,  # the image token ids are fixed (255999, 258880, 258882)
-        embed_dim=64,
-        hidden_dim=256,
-        num_heads=2,
-        head_dim=32,
-        num_kv_heads=1,
-        final_logit_softcap=30.0,
-        use_post_attn_norm=True,
-        use_post_ffw_norm=True,
-        attention_types=_config.make_attention_layers_types((local, glob), num_layers=4),
-        sliding_window_size=64,
-        global_key_size=64,
-        global_rope_proportion=0.25,
-        local_rope_proportion=1.0,
-        local_base_frequency=10_000,
-        global_base_frequency=1_000_000,
-        per_layer_input_dim=8,
-        # Layers 2 and 3 reuse the K/V of layers 0 (sliding) and 1 (global), as E2B's last 20.
-        kv_cache_sharing_config=_config.KVCacheSharingConfig(
-            frac_shared_layers=0.5, share_global=True, share_local=True
-        ),
-        vision_encoder=_encoder.VisionEncoder(
-            d_model=32, num_layers=1, num_heads=2, ffw_hidden=64, output_length=4
-        ),
-        audio_encoder=audio_modules.ConformerConfig(
-            num_layers=1, model_dims=32, lm_model_dims=64, atten_num_heads=2
-        ),
-    )
-    return _transformer.Transformer(config=config)
-
-
 def module_for(cfg: ModelConfig):
     """The flax module for `cfg` (cheap: no params)."""
     if cfg.arch == "tiny":
         return _tiny_module()
     if cfg.arch == "tiny_gemma4":
-        return _tiny_gemma4_module()
+        return tiny_gemma4_module()
     import_gemma()
     from gemma import gm
 
@@ -285,24 +246,15 @@ def param_shapes(model, *, dtype=None) -> Any:
     return shapes
 
 
-def is_gemma4(model) -> bool:
-    """Whether `model` (a gemma Transformer, or an IntWrapper of one) is a Gemma 4
-    architecture: images as preprocessed patches, its own special tokens and tokenizer."""
-    import_gemma()
-    from gemma.gm.nn.gemma4 import _config as gemma4_config
-
-    return isinstance(model.config, gemma4_config.TransformerConfig)
-
-
 def init_inputs(model) -> tuple[Any, dict[str, Any]]:
     """(tokens, keyword inputs) that `model.init` initialises every param from.
 
     Gemma 3 and 3n take raw uint8 images [B, N, H, W, 3] behind a `<start_of_image>` token.
     Gemma 4 takes `PreprocessedVisionInput` (patches, xy positions, soft tokens per image)
-    and, for E2B/E4B, raw audio: see `_gemma4_init_inputs`.
+    and, for E2B/E4B, raw audio: see `gemma4.init_inputs_gemma4`.
     """
     if is_gemma4(model):
-        return _gemma4_init_inputs(model)
+        return init_inputs_gemma4(model)
     tokens = jnp.zeros((1, 4), jnp.int32)
     kwargs = {}
     if model.config.vision_encoder is not None:
@@ -310,123 +262,6 @@ def init_inputs(model) -> tuple[Any, dict[str, Any]]:
         tokens = jnp.asarray([[2, 255999, 3, 3]], jnp.int32)
         kwargs["images"] = jnp.zeros((1, 1, enc.image_height, enc.image_width, 3), jnp.uint8)
     return tokens, kwargs
-
-
-# Raw audio samples of the dummy clip `init` sees (1 s at gemma's 16 kHz): any length that
-# leaves at least one soft token after the conformer's subsampling.
-_INIT_AUDIO_SAMPLES = 16000
-
-
-def _gemma4_init_inputs(model) -> tuple[Any, dict[str, Any]]:
-    """Gemma 4's dummy inputs, built as `gm.text.Gemma4Sampler` builds real ones.
-
-    Text alone is not enough: without images the model initialises its vision encoder on
-    dummy patches itself, but not `embedder.mm_input_projection` (which only an image reaches),
-    and nothing initialises the audio encoder. So: one blank image through gemma's own
-    preprocessing (`preprocess_and_patchify`) into a `PreprocessedVisionInput`, its
-    `<|image|>` token expanded by `add_variable_extra_tokens_for_images`; and, where the
-    config has an audio encoder, one silent clip whose `<|audio|>` token is expanded to one
-    soft token by `add_variable_extra_tokens_for_audio`.
-    """
-    from gemma import gm
-    from gemma.gm.vision import _token_utils
-
-    special = gm.text.Gemma4Tokenizer.special_tokens
-    config = model.config
-    ids = [int(special.BOS)]
-    kwargs: dict[str, Any] = {}
-    if config.vision_encoder is not None:
-        ids.append(int(special.IMAGE_PLACEHOLDER))
-        kwargs["images"] = gemma4_vision_input(
-            config.vision_encoder, np.zeros((1, 1, 48, 48, 3), np.uint8)
-        )
-    if getattr(config, "audio_encoder", None) is not None:
-        ids.append(int(special.AUDIO_PLACEHOLDER))
-        kwargs["audio"] = jnp.zeros((1, 1, _INIT_AUDIO_SAMPLES), jnp.float32)
-        kwargs["audio_lengths"] = jnp.asarray([[_INIT_AUDIO_SAMPLES]], jnp.int32)
-        kwargs["audio_soft_token_counts"] = (1,)
-    ids.append(3)
-    tokens = np.asarray([ids], np.int32)
-    if "images" in kwargs:
-        counts = list(kwargs["images"].soft_token_counts)
-        tokens = _token_utils.add_variable_extra_tokens_for_images(tokens, soft_token_counts=counts)
-    if "audio" in kwargs:
-        tokens = _token_utils.add_variable_extra_tokens_for_audio(tokens, soft_token_counts=[1])
-    return jnp.asarray(tokens), kwargs
-
-
-def gemma4_soft_token_count(encoder, image_shape=None, budget: int | None = None) -> int:
-    """Soft tokens of one image of `image_shape` ([H, W, ...]) under `budget`: gemma's own
-    `predict_soft_token_count` (the aspect-preserving resize, then 3x3 pooling)."""
-    from gemma.gm.nn.gemma4.vision import _preprocessing
-
-    if image_shape is None:
-        image_shape = (encoder.image_height, encoder.image_width)
-    return _preprocessing.predict_soft_token_count(
-        int(image_shape[0]),
-        int(image_shape[1]),
-        patch_size=encoder.patch_size,
-        max_soft_tokens=budget or encoder.num_mm_tokens_per_image,
-        pooling_kernel_size=encoder.pooling_kernel_size,
-    )
-
-
-def gemma4_audio_soft_token_count(num_samples: int) -> int:
-    """Soft tokens of one clip of `num_samples`, exactly as `gm.text.Gemma4Sampler.sample`
-    counts them: mel frames of 20 ms every 10 ms at its `audio_sample_rate`, two stride-2
-    subsampling convolutions, capped at its `audio_seq_length` (750)."""
-    import_gemma()
-    from gemma import gm
-
-    defaults = {f.name: f.default for f in dataclasses.fields(gm.text.Gemma4Sampler)}
-    rate, cap = defaults["audio_sample_rate"], defaults["audio_seq_length"]
-    frame_length = round(rate * 20.0 / 1000.0)
-    hop_length = round(rate * 10.0 / 1000.0)
-    t = (int(num_samples) - (frame_length + 1)) // hop_length + 1
-    for _ in range(2):
-        t = (t + 2 - 3) // 2 + 1
-    return min(t, cap)
-
-
-def with_image_budget(model, budget: int | None):
-    """`model` (a Gemma 4 module, or an IntWrapper of one) whose vision encoder pools to
-    `budget` soft tokens an image (`output_length`), the way Gemma 4 honours a budget: the
-    patches come padded to 9 x budget, pooled 3x3. No param depends on it, so the same params
-    serve every budget. `model` itself when `budget` is None or already the encoder's."""
-    if budget is None or not is_gemma4(model):
-        return model
-    from gemma import gm
-
-    if isinstance(model, gm.nn.IntWrapper):
-        return model.clone(model=with_image_budget(model.model, budget))
-    encoder = model.config.vision_encoder
-    if encoder is None or encoder.num_mm_tokens_per_image == budget:
-        return model
-    config = dataclasses.replace(model.config, vision_encoder=encoder.clone(output_length=budget))
-    return model.clone(config=config)
-
-
-def gemma4_vision_input(encoder, images: np.ndarray, budget: int | None = None):
-    """uint8 images [B, N, H, W, 3] as the `PreprocessedVisionInput` a Gemma 4 model takes:
-    gemma's `preprocess_and_patchify` (aspect-preserving resize to the encoder's soft-token
-    budget, patches padded to a common length, xy positions with -1 for padding), laid out as
-    `gm.text.Gemma4Sampler._preprocess_images` does: every image of the batch in one row."""
-    from gemma.gm.nn.gemma4 import _transformer as gemma4_transformer
-    from gemma.gm.nn.gemma4.vision import _preprocessing
-
-    flat = [np.asarray(img) for row in images for img in row]
-    patches, positions_xy, counts = _preprocessing.preprocess_and_patchify(
-        flat,
-        patch_size=encoder.patch_size,
-        max_soft_tokens=budget or encoder.num_mm_tokens_per_image,
-        pooling_kernel_size=encoder.pooling_kernel_size,
-    )
-    n, max_patches = patches.shape[0], patches.shape[1]
-    return gemma4_transformer.PreprocessedVisionInput(
-        patches=jnp.reshape(patches, (1, n * max_patches, patches.shape[2])),
-        positions_xy=jnp.reshape(positions_xy, (1, n * max_patches, positions_xy.shape[2])),
-        soft_token_counts=tuple(int(c) for c in counts),
-    )
 
 
 class CheckpointError(ConfigError):

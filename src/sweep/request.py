@@ -66,7 +66,7 @@ GEMMA4_IMAGE_PLACEHOLDER = "<|image|>"
 def chat_format(model: ModelSpec) -> tuple[str, str]:
     """(chat template, image placeholder) of the model's family: Gemma 4's own for a Gemma 4
     architecture, Gemma 3's otherwise."""
-    from sweep.models import is_gemma4
+    from sweep.gemma4 import is_gemma4
 
     if is_gemma4(model.model):
         return GEMMA4_CHAT_TEMPLATE, GEMMA4_IMAGE_PLACEHOLDER
@@ -240,7 +240,7 @@ def build_request(
     `audio` is the clip (mono float32 at 16 kHz), read from `mode.audio` when None; a model
     without an audio encoder is refused (ConfigError naming `mode`) before the clip is read."""
     from sweep.config import GEMMA4_IMAGE_BUDGETS, ConfigError
-    from sweep.models import is_gemma4
+    from sweep.gemma4 import is_gemma4
 
     gemma4 = is_gemma4(model.model)
     budget = config.mode.image_tokens
