@@ -234,23 +234,11 @@ def _prefill(model, cache_length, params, tokens, images, forbidden):
     positions and the causal + bidirectional-image mask itself, then copies K/V into a cache of
     `cache_length` (static) that the decode loop fills.
     """
-    batch, length = tokens.shape
+    length = tokens.shape[1]
     if images is not None:
         per_image = model.config.vision_encoder.num_mm_tokens_per_image + 3
         length += images.shape[1] * per_image
-    dtype = activation_dtype(params)
-    small = model.config.init_cache(batch_size=batch, dtype=dtype, cache_length=length)
-    out = apply_model(
-        model,
-        {"params": params},
-        tokens=tokens,
-        images=images,
-        cache=small,
-        return_last_only=True,
-    )
-    full = model.config.init_cache(batch_size=batch, dtype=dtype, cache_length=cache_length)
-    cache = _write_prefix(full, out.cache)
-    return _greedy(out.logits, forbidden), cache, jnp.full((batch,), length, jnp.int32)
+    return _prefill_run(model, cache_length, params, tokens, length, forbidden, images=images)
 
 
 def _prefill_gemma4(model, cache_length, counts, params, tokens, patches, positions_xy, forbidden):
@@ -262,20 +250,8 @@ def _prefill_gemma4(model, cache_length, counts, params, tokens, patches, positi
     images = gemma4_transformer.PreprocessedVisionInput(
         patches=patches, positions_xy=positions_xy, soft_token_counts=counts
     )
-    batch, length = tokens.shape
-    dtype = activation_dtype(params)
-    small = model.config.init_cache(batch_size=batch, dtype=dtype, cache_length=length)
-    out = apply_model(
-        model,
-        {"params": params},
-        tokens=tokens,
-        images=images,
-        cache=small,
-        return_last_only=True,
-    )
-    full = model.config.init_cache(batch_size=batch, dtype=dtype, cache_length=cache_length)
-    cache = _write_prefix(full, out.cache)
-    return _greedy(out.logits, forbidden), cache, jnp.full((batch,), length, jnp.int32)
+    length = tokens.shape[1]
+    return _prefill_run(model, cache_length, params, tokens, length, forbidden, images=images)
 
 
 def _prefill_gemma4_audio(
@@ -284,18 +260,28 @@ def _prefill_gemma4_audio(
     """`_prefill` for a Gemma 4 prompt with audio: `tokens` already expanded on the host
     (gemma's `add_variable_extra_tokens_for_audio`), `audio` the raw clips [1, N, samples],
     `audio_lengths` [1, N]; `counts` (static) the soft tokens of each clip."""
-    batch, length = tokens.shape
-    dtype = activation_dtype(params)
-    small = model.config.init_cache(batch_size=batch, dtype=dtype, cache_length=length)
-    out = apply_model(
+    return _prefill_run(
         model,
-        {"params": params},
-        tokens=tokens,
+        cache_length,
+        params,
+        tokens,
+        tokens.shape[1],
+        forbidden,
         audio=audio,
         audio_lengths=audio_lengths,
         audio_soft_token_counts=counts,
-        cache=small,
-        return_last_only=True,
+    )
+
+
+def _prefill_run(model, cache_length, params, tokens, length, forbidden, **inputs):
+    """What every prefill shares: the prompt (`length` positions once the model has inserted
+    its soft tokens; `inputs` its images or audio) against a cache exactly that long, its K/V
+    copied into the `cache_length` cache, and the first token picked."""
+    batch = tokens.shape[0]
+    dtype = activation_dtype(params)
+    small = model.config.init_cache(batch_size=batch, dtype=dtype, cache_length=length)
+    out = apply_model(
+        model, {"params": params}, tokens=tokens, cache=small, return_last_only=True, **inputs
     )
     full = model.config.init_cache(batch_size=batch, dtype=dtype, cache_length=cache_length)
     cache = _write_prefix(full, out.cache)
